@@ -1,0 +1,259 @@
+"""The ``VLMAdapter``: everything that differs between vision-language model families.
+
+Nothing outside ``vlm_r1.models`` asks "is this Qwen?". Code that needs a family-specific
+answer (how to phrase a prompt with images, which modules are the vision tower, which
+coordinate system the model writes boxes in) asks the adapter. One subclass per family lives
+in its own module and registers itself in ``registry.FAMILIES``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlm_r1.models import boxes as box_math
+from vlm_r1.models.boxes import BoxSpace, CoordinateSystem
+
+# The VLM-R1 question suffix for grounding tasks (om-ai-lab/VLM-R1 REC/OVD prompts).
+THINK_ANSWER_SUFFIX = (
+    " First output the thinking process in <think> </think> tags and then output the final "
+    "answer in <answer> </answer> tags."
+)
+REC_TEMPLATE = "{question}" + THINK_ANSWER_SUFFIX + " Output the final answer in JSON format."
+OVD_TEMPLATE = (
+    "Please carefully check the image and detect the following objects: {categories}."
+    + THINK_ANSWER_SUFFIX
+    + " Output the bbox coordinates of detected objects in <answer></answer>. The bbox "
+    'coordinates in Markdown format should be: \n```json\n[{{"bbox_2d": [x1, y1, x2, y2], '
+    '"label": "object name"}}]\n```\n If no targets are detected in the image, simply '
+    'respond with "None".'
+)
+
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint could not be loaded; the message says what was given and what is supported."""
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Sizes of a tiny random-weight checkpoint (see ``models/tiny.py``)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vision_hidden: int
+    vision_depth: int
+    vision_heads: int
+    vision_intermediate: int
+    vocab_size: int
+    min_pixels: int
+    max_pixels: int
+
+
+TINY_SIZES: dict[str, TinyRecipe] = {
+    # ~1M parameters: every code path, seconds to build.
+    "test": TinyRecipe(
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        intermediate=128,
+        vision_hidden=32,
+        vision_depth=2,
+        vision_heads=2,
+        vision_intermediate=64,
+        vocab_size=1024,
+        min_pixels=28 * 28 * 4,
+        max_pixels=112 * 112,
+    ),
+    # A few million parameters: learns the synthetic grounding task on CPU in minutes.
+    "demo": TinyRecipe(
+        hidden=256,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        intermediate=768,
+        vision_hidden=128,
+        vision_depth=4,
+        vision_heads=4,
+        vision_intermediate=384,
+        vocab_size=2048,
+        min_pixels=28 * 28 * 4,
+        max_pixels=224 * 224,
+    ),
+}
+
+
+@dataclass
+class VLMAdapter:
+    """Family-specific knowledge. Subclasses set the class attributes and override hooks."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+    coordinate_system: CoordinateSystem = "norm1000"
+    #: Name prefixes (on the ForConditionalGeneration model) of the vision tower + projector.
+    vision_prefixes: tuple[str, ...] = ()
+    #: Linear layers of the language model that LoRA adapts by default.
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    #: Special tokens the tokenizer must contain for the processor and chat template to work.
+    special_tokens: tuple[str, ...] = ()
+    #: Named special tokens the processor reads as tokenizer attributes (``tokenizer.<name>``).
+    named_special_tokens: dict[str, str] = field(default_factory=dict)
+    eos_token: str = "<|im_end|>"
+    pad_token: str = "<|endoftext|>"
+    chat_template: str = ""
+
+    # ----- loading -------------------------------------------------------------------------
+    def load(
+        self,
+        path: str | os.PathLike,
+        dtype: str = "float32",
+        attn_implementation: str = "sdpa",
+        device_map: str | dict | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[torch.nn.Module, Any]:
+        """Load model and processor with the same code for a tiny local and a hub checkpoint."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if dtype not in DTYPES:
+            raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ModelLoadError(
+                f"unknown attn_implementation {attn_implementation!r}; "
+                f"choose one of {ATTENTION_IMPLEMENTATIONS}"
+            )
+        check_attention_backend(attn_implementation)
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(path),
+            dtype=DTYPES[dtype],
+            attn_implementation=attn_implementation,
+            device_map=device_map,
+        )
+        processor = AutoProcessor.from_pretrained(str(path), **(processor_kwargs or {}))
+        processor.tokenizer.padding_side = "left"
+        return model, processor
+
+    # ----- prompts ---------------------------------------------------------------------------
+    def messages(self, num_images: int, text: str) -> list[dict[str, Any]]:
+        """One user turn with ``num_images`` images followed by the text (HF chat format)."""
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(num_images)]
+        content.append({"type": "text", "text": text})
+        return [{"role": "user", "content": content}]
+
+    def rec_prompt(self, question: str) -> str:
+        return REC_TEMPLATE.format(question=question)
+
+    def ovd_prompt(self, categories: Sequence[str]) -> str:
+        return OVD_TEMPLATE.format(categories=", ".join(categories))
+
+    def prompt_texts(
+        self, processor: Any, num_images: Sequence[int], texts: Sequence[str]
+    ) -> list[str]:
+        """Chat-templated prompt strings, ending with the assistant generation prompt."""
+        return [
+            processor.apply_chat_template(
+                self.messages(n, t), tokenize=False, add_generation_prompt=True
+            )
+            for n, t in zip(num_images, texts, strict=True)
+        ]
+
+    def prepare_inputs(
+        self, processor: Any, images: Sequence[Sequence[Image.Image]], texts: Sequence[str]
+    ) -> Any:
+        """A left-padded batch (``BatchFeature``) of prompts with their images."""
+        prompts = self.prompt_texts(processor, [len(im) for im in images], texts)
+        flat = [im for sample in images for im in sample]
+        processor.tokenizer.padding_side = "left"
+        return processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")
+
+    # ----- modules ---------------------------------------------------------------------------
+    def vision_parameters(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+        """Parameters of the vision tower and its projector/merger (the part ``freeze_vision`` freezes)."""
+        return [(n, p) for n, p in model.named_parameters() if self.is_vision_module(n)]
+
+    def is_vision_module(self, name: str) -> bool:
+        return any(name.startswith(p) or f".{p}" in f".{name}" for p in self.vision_prefixes)
+
+    def lora_target_regex(self) -> str:
+        """A peft ``target_modules`` regex: the LoRA targets, outside the vision tower."""
+        vision = "|".join(p.replace(".", r"\.") for p in self.vision_prefixes)
+        targets = "|".join(self.lora_targets)
+        return rf"^(?!.*(?:{vision})).*\.(?:{targets})$"
+
+    # ----- boxes -----------------------------------------------------------------------------
+    def model_input_size(self, processor: Any, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The ``(width, height)`` the processor resizes an image of ``image_size`` to."""
+        return image_size
+
+    def box_space(self, processor: Any, image_size: tuple[int, int]) -> BoxSpace:
+        """The coordinate system this model writes boxes in, for an image of ``(width, height)``."""
+        model_size = (
+            self.model_input_size(processor, image_size)
+            if self.coordinate_system == "abs_resized"
+            else None
+        )
+        return BoxSpace(self.coordinate_system, tuple(image_size), model_size)  # type: ignore[arg-type]
+
+    def boxes_to_model(self, processor: Any, image_size: tuple[int, int], boxes: Any) -> np.ndarray:
+        """Original-image pixel boxes -> rounded model coordinates (what a perfect model writes)."""
+        space = self.box_space(processor, image_size)
+        return box_math.round_boxes(box_math.to_model(boxes, space), space)
+
+    def boxes_from_model(
+        self, processor: Any, image_size: tuple[int, int], boxes: Any
+    ) -> np.ndarray:
+        """Model coordinates -> original-image pixels, clamped to the image."""
+        return box_math.from_model(boxes, self.box_space(processor, image_size))
+
+    # ----- tiny checkpoints (models/tiny.py) ------------------------------------------------
+    def tiny_config(self, recipe: TinyRecipe, token_ids: dict[str, int]) -> Any:
+        raise NotImplementedError(f"{self.family} has no tiny recipe")
+
+    def tiny_processor(self, tokenizer: Any, recipe: TinyRecipe) -> Any:
+        raise NotImplementedError(f"{self.family} has no tiny recipe")
+
+
+def check_attention_backend(attn_implementation: str) -> None:
+    """Fail early and clearly when a requested attention backend is not installed."""
+    if attn_implementation == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError as err:
+            raise ModelLoadError(
+                "attn_implementation='flash_attention_2' needs the flash-attn package and a CUDA "
+                "GPU (pip install 'vlm-r1[flash]'); use 'sdpa' on this machine"
+            ) from err
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                "attn_implementation='flash_attention_2' needs a CUDA GPU; use 'sdpa'"
+            )
+    if attn_implementation == "flash_attention_3" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            "attn_implementation='flash_attention_3' needs a Hopper GPU; use 'sdpa'"
+        )

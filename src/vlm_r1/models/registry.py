@@ -1,0 +1,102 @@
+"""Model families: name -> adapter, and detection of a checkpoint's family from its config."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vlm_r1.models.adapter import ModelLoadError, VLMAdapter
+
+FAMILIES: dict[str, VLMAdapter] = {}
+_FAMILY_MODULES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl")
+
+
+def register_family(cls: type[VLMAdapter]) -> type[VLMAdapter]:
+    """Class decorator: register one adapter instance under its family name."""
+    adapter = cls()
+    FAMILIES[adapter.family] = adapter
+    return cls
+
+
+def _load_families() -> None:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(f"vlm_r1.models.{module}")
+
+
+def family_names() -> list[str]:
+    _load_families()
+    return sorted(FAMILIES)
+
+
+def get_adapter(family: str) -> VLMAdapter:
+    """The adapter registered as ``family``; ``ValueError`` listing the choices otherwise."""
+    _load_families()
+    if family not in FAMILIES:
+        raise ModelLoadError(
+            f"unknown model family {family!r}; supported: {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[family]
+
+
+def adapter_for_model_type(model_type: str, source: str) -> VLMAdapter:
+    _load_families()
+    for adapter in FAMILIES.values():
+        if model_type in adapter.model_types:
+            return adapter
+    supported = sorted(t for a in FAMILIES.values() for t in a.model_types)
+    raise ModelLoadError(
+        f"checkpoint {source!r} has model_type {model_type!r}, which vlm-r1 does not support; "
+        f"supported model types: {', '.join(supported)}"
+    )
+
+
+def read_model_type(path: str | os.PathLike) -> str:
+    """``model_type`` of a local checkpoint folder or a hub id (through the HF cache/hub)."""
+    source = str(path)
+    local = Path(source)
+    if local.exists():
+        config_file = local / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(
+                f"no checkpoint at {source!r}: the folder has no config.json "
+                "(expected a folder written by save_pretrained, or a hub id like Qwen/Qwen2.5-VL-3B-Instruct)"
+            )
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"cannot read {config_file}: {err}") from err
+        if "model_type" not in config:
+            raise ModelLoadError(f"{config_file} has no 'model_type' field")
+        return str(config["model_type"])
+    if source.count("/") != 1 or source.startswith(("/", ".", "~")):
+        raise ModelLoadError(
+            f"no checkpoint at {source!r}: no such folder, and it is not a hub id of the form owner/name"
+        )
+    from transformers import AutoConfig
+
+    try:
+        return str(AutoConfig.from_pretrained(source).model_type)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(
+            f"no checkpoint at {source!r}: not a local folder, and the hub could not provide it ({first_line})"
+        ) from err
+
+
+def detect_adapter(path: str | os.PathLike, family: str | None = None) -> VLMAdapter:
+    """The adapter for a checkpoint: ``family`` if given, else from its ``model_type``."""
+    if family:
+        return get_adapter(family)
+    return adapter_for_model_type(read_model_type(path), str(path))
+
+
+def load_model(
+    path: str | os.PathLike, family: str | None = None, **load_kwargs: Any
+) -> tuple[VLMAdapter, Any, Any]:
+    """Load ``(adapter, model, processor)`` from a local folder or hub id, with clear errors."""
+    adapter = detect_adapter(path, family)
+    model, processor = adapter.load(path, **load_kwargs)
+    return adapter, model, processor

@@ -88,17 +88,3 @@ def test_smart_resize_matches_transformers(h, w, factor, min_pixels, max_pixels)
             bx.smart_resize(h, w, factor, min_pixels, max_pixels)
         return
     assert bx.smart_resize(h, w, factor, min_pixels, max_pixels) == tuple(expected)
-
-
-def test_pure_module_imports_nothing_heavy():
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(bx))
-    imported = {
-        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-    }
-    imported |= {
-        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-    }
-    assert imported <= {"__future__", "math", "collections", "dataclasses", "typing", "numpy"}

@@ -1,0 +1,157 @@
+"""Detection rewards (OVD): COCO AP / AP50, odLength, and VLM-R1's weighted score.
+
+Explicit edge cases (COCO leaves them undefined):
+
+* no ground truth and no prediction (the model said "None" correctly) -> 1.0;
+* no ground truth but predictions -> 0.0;  ground truth but no prediction -> 0.0.
+
+Labels are compared case- and whitespace-insensitively. A prediction without a label is given
+the ground-truth category when the sample has exactly one; otherwise it matches nothing.
+
+Reward hacking (VLM-R1 paper, sec. 4.3): plain AP barely penalises extra boxes, since
+duplicates ranked after the hits do not lower precision at recall levels already reached;
+``od_length = AP * min(1, n_gt / n_pred)`` makes every surplus box cost reward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vlm_r1.rewards.box_math import iou_matrix
+from vlm_r1.rewards.common import ctx_item, gt_boxes, normalise_label, predicted_boxes
+from vlm_r1.rewards.detection_math import COCO_IOU_THRESHOLDS, Detections, coco_ap
+from vlm_r1.rewards.registry import RewardOutput, register_reward
+
+
+def _parse_batch(completions, solutions, ctx, require_answer_tag):
+    samples, details, counts = [], [], []
+    for i, (completion, solution) in enumerate(zip(completions, solutions, strict=True)):
+        parsed, boxes = predicted_boxes(
+            completion, ctx_item(ctx, "box_spaces", i), require_answer_tag
+        )
+        gt, gt_labels_raw = gt_boxes(solution)
+        gt_labels = [normalise_label(lab) or "" for lab in gt_labels_raw]
+        pred_labels = [normalise_label(b.label) for b in parsed.boxes]
+        if len(set(gt_labels)) == 1:
+            pred_labels = [lab if lab is not None else gt_labels[0] for lab in pred_labels]
+        scores = np.array([b.score for b in parsed.boxes], dtype=np.float64)
+        samples.append(
+            Detections(boxes, [lab or "\0" for lab in pred_labels], scores, gt, gt_labels)
+        )
+        counts.append((len(boxes), len(gt)))
+        details.append({"status": parsed.status, "n_pred": len(boxes), "n_gt": len(gt)})
+    return samples, np.array(counts, dtype=float).reshape(-1, 2), details
+
+
+def _ap_scores(samples, counts, thresholds) -> np.ndarray:
+    ap = coco_ap(samples, thresholds).mean(axis=1)  # NaN where no ground truth
+    n_pred, n_gt = counts[:, 0], counts[:, 1]
+    both_empty = (n_gt == 0) & (n_pred == 0)
+    return np.where(n_gt == 0, np.where(both_empty, 1.0, 0.0), np.nan_to_num(ap))
+
+
+def _ap_reward(completions, solutions, ctx, thresholds, require_answer_tag) -> RewardOutput:
+    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
+    scores = _ap_scores(samples, counts, thresholds) if samples else np.zeros(0)
+    return RewardOutput([float(s) for s in scores], details)
+
+
+@register_reward("ap")
+def ap(
+    completions: list[str], solutions: list[Any], *, require_answer_tag: bool = True, **ctx: Any
+) -> RewardOutput:
+    """COCO mAP@[.50:.05:.95] of the answer's boxes (pycocotools ``stats[0]``)."""
+    return _ap_reward(completions, solutions, ctx, COCO_IOU_THRESHOLDS, require_answer_tag)
+
+
+@register_reward("ap50")
+def ap50(
+    completions: list[str], solutions: list[Any], *, require_answer_tag: bool = True, **ctx: Any
+) -> RewardOutput:
+    """COCO AP at IoU 0.5 (pycocotools ``stats[1]``)."""
+    return _ap_reward(completions, solutions, ctx, np.array([0.5]), require_answer_tag)
+
+
+@register_reward("od_length")
+def od_length(
+    completions: list[str],
+    solutions: list[Any],
+    *,
+    iou: str = "coco",
+    require_answer_tag: bool = True,
+    **ctx: Any,
+) -> RewardOutput:
+    """VLM-R1's odLength: ``AP * min(1, n_gt / n_pred)`` (``iou``: "coco" mAP or "50" AP50)."""
+    if iou not in ("coco", "50"):
+        raise ValueError(f"od_length iou must be 'coco' or '50', got {iou!r}")
+    thresholds = COCO_IOU_THRESHOLDS if iou == "coco" else np.array([0.5])
+    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
+    if not samples:
+        return RewardOutput([], [])
+    base = _ap_scores(samples, counts, thresholds)
+    n_pred, n_gt = counts[:, 0], counts[:, 1]
+    penalty = np.where(n_pred > 0, np.minimum(1.0, n_gt / np.maximum(n_pred, 1)), 1.0)
+    scores = np.where(n_gt == 0, base, base * penalty)
+    for d, a, p in zip(details, base, penalty, strict=True):
+        d.update(ap=float(a), length_factor=float(p))
+    return RewardOutput([float(s) for s in scores], details)
+
+
+def greedy_match(ious: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (pred, gt) by descending IoU, each box used once, IoU >= threshold."""
+    pairs = []
+    if ious.size == 0:
+        return pairs
+    order = np.argsort(-ious, axis=None, kind="stable")
+    used_p, used_g = set(), set()
+    for flat in order:
+        p, g = divmod(int(flat), ious.shape[1])
+        if ious[p, g] < threshold:
+            break
+        if p not in used_p and g not in used_g:
+            pairs.append((p, g))
+            used_p.add(p)
+            used_g.add(g)
+    return pairs
+
+
+@register_reward("detection_weighted")
+def detection_weighted(
+    completions: list[str],
+    solutions: list[Any],
+    *,
+    iou_threshold: float = 0.5,
+    position_weight: float = 0.7,
+    label_weight: float = 0.0,
+    completeness_weight: float = 0.3,
+    require_answer_tag: bool = True,
+    **ctx: Any,
+) -> RewardOutput:
+    """VLM-R1's ``weighted_sum`` detection score, in [0, 1] when the weights sum to 1.
+
+    Greedy one-to-one matching at IoU >= ``iou_threshold``; position = mean IoU of matched
+    pairs; label = fraction of matched pairs whose labels agree; completeness =
+    ``2 * matched / (n_pred + n_gt)`` (1 - (misses + false positives) / (n_pred + n_gt)).
+    """
+    total = position_weight + label_weight + completeness_weight
+    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
+    scores = []
+    for s, (n_pred, n_gt), d in zip(samples, counts, details, strict=True):
+        if n_pred == 0 or n_gt == 0:
+            scores.append(1.0 if n_pred == n_gt == 0 else 0.0)
+            continue
+        ious = iou_matrix(s.pred_boxes, s.gt_boxes)
+        pairs = greedy_match(ious, iou_threshold)
+        position = float(np.mean([ious[p, g] for p, g in pairs])) if pairs else 0.0
+        label = (
+            float(np.mean([s.pred_labels[p] == s.gt_labels[g] for p, g in pairs])) if pairs else 0.0
+        )
+        completeness = 2 * len(pairs) / (n_pred + n_gt)
+        d.update(matched=len(pairs), position=position, label=label, completeness=completeness)
+        score = (
+            position_weight * position + label_weight * label + completeness_weight * completeness
+        )
+        scores.append(score / total if total > 0 else 0.0)
+    return RewardOutput(scores, details)

@@ -1,0 +1,253 @@
+"""Parse model completions: ``<think>``/``<answer>`` parts, boxes, numbers, choices, yes/no.
+
+Every function here *never raises* on any string and returns a typed result with a ``status``,
+so a reward built on it cannot crash training and the monitors can say *why* a reward was 0.
+Lenient JSON goes through ``json_repair`` (a real lenient parser) rather than regexes; one regex
+fallback picks up bare ``[x1, y1, x2, y2]`` lists that are not valid JSON at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import json_repair
+
+ParseStatus = Literal["ok", "no_answer", "empty", "none", "malformed", "too_long"]
+
+#: Answers longer than this are not parsed (no grounding answer is this long; keeps rewards fast).
+MAX_ANSWER_CHARS = 32_768
+#: At most this many boxes are read from one answer (COCO's maxDets is 100).
+MAX_BOXES = 300
+
+_BARE_BOX_RE = re.compile(
+    r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\])]"
+)
+_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_BOX_KEYS = ("bbox_2d", "bbox", "box", "box_2d", "coordinates")
+_LABEL_KEYS = ("label", "name", "category", "class")
+_SCORE_KEYS = ("score", "confidence", "conf")
+
+
+@dataclass(frozen=True)
+class AnswerParse:
+    """The parts of a completion. ``answer`` is the text of the last ``<answer>`` block."""
+
+    think: str | None
+    answer: str | None
+    status: ParseStatus
+
+
+class ParsedBox(NamedTuple):
+    """One box as the model wrote it (model coordinates), with its label and score."""
+
+    box: tuple[float, float, float, float]
+    label: str | None = None
+    score: float = 1.0
+
+
+@dataclass(frozen=True)
+class BoxesParse:
+    boxes: list[ParsedBox] = field(default_factory=list)
+    status: ParseStatus = "ok"
+
+
+def _between(text: str, open_tag: str, close_tag: str, last: bool) -> str | None:
+    """Text inside ``open_tag...close_tag`` (the first pair, or the last closed one), in linear time."""
+    if last:
+        end = text.rfind(close_tag)
+        start = text.rfind(open_tag, 0, end) if end >= 0 else -1
+    else:
+        start = text.find(open_tag)
+        end = text.find(close_tag, start + len(open_tag)) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return None
+    return text[start + len(open_tag) : end]
+
+
+def extract_answer(completion: str, require_tag: bool = True) -> AnswerParse:
+    """Split a completion into think and answer; without a tag, ``require_tag=False`` uses it all.
+
+    The answer is the last closed ``<answer>...</answer>`` block. Plain string search, not
+    regexes, so a megabyte of unclosed tags costs linear time.
+    """
+    think = _between(completion, "<think>", "</think>", last=False)
+    think = think.strip() if think is not None else None
+    answer = _between(completion, "<answer>", "</answer>", last=True)
+    if answer is not None:
+        answer = answer.strip()
+        return AnswerParse(think, answer, "ok" if answer else "empty")
+    if require_tag:
+        return AnswerParse(think, None, "no_answer")
+    text = completion.strip()
+    return AnswerParse(think, text, "ok" if text else "empty")
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            out = float(value)
+        except OverflowError:
+            return None
+        return out if math.isfinite(out) else None
+    if isinstance(value, str):
+        try:
+            out = float(value.strip())
+        except (ValueError, OverflowError):
+            return None
+        return out if math.isfinite(out) else None
+    return None
+
+
+_PLAIN_NUMBERS = (int, float)  # exact types: bool is excluded on purpose
+
+
+def _as_box(value: Any) -> tuple[float, float, float, float] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    a, b, c, d = value
+    if (
+        type(a) in _PLAIN_NUMBERS
+        and type(b) in _PLAIN_NUMBERS
+        and type(c) in _PLAIN_NUMBERS
+        and type(d) in _PLAIN_NUMBERS
+    ):  # fast path: well-formed JSON numbers
+        try:
+            box = (float(a), float(b), float(c), float(d))
+        except OverflowError:  # ints beyond float range
+            return None
+        finite = (
+            math.isfinite(box[0])
+            and math.isfinite(box[1])
+            and math.isfinite(box[2])
+            and math.isfinite(box[3])
+        )
+        return box if finite else None
+    coords = [_finite(v) for v in value]
+    if all(x is not None for x in coords):
+        return tuple(coords)  # type: ignore[return-value]
+    return None
+
+
+def _label_and_score(data: dict) -> tuple[str | None, float]:
+    label = data.get("label")
+    if not isinstance(label, str):
+        label = next((data[k] for k in _LABEL_KEYS if isinstance(data.get(k), str)), None)
+    score = 1.0
+    if len(data) > 2:  # only a box and a label is the common case
+        for key in _SCORE_KEYS:
+            if key in data and (value := _finite(data[key])) is not None:
+                score = value
+                break
+    return (label.strip() if label else None), score
+
+
+def boxes_from_json(data: Any, out: list[ParsedBox], depth: int = 0) -> None:
+    """Collect boxes from parsed JSON: dicts with a box key, bare 4-lists, nested lists."""
+    if depth > 8 or len(out) >= MAX_BOXES:
+        return
+    if isinstance(data, dict):
+        for key in _BOX_KEYS:
+            if key in data and (box := _as_box(data[key])) is not None:
+                out.append(ParsedBox(box, *_label_and_score(data)))
+                return
+        for value in data.values():
+            if isinstance(value, (list, dict)):
+                boxes_from_json(value, out, depth + 1)
+    elif isinstance(data, (list, tuple)):
+        box = _as_box(data)
+        if box is not None:
+            out.append(ParsedBox(box))
+            return
+        for item in data[:MAX_BOXES]:
+            boxes_from_json(item, out, depth + 1)
+
+
+def lenient_json(text: str) -> Any:
+    """Strict ``json`` first (C speed for well-formed answers), then ``json_repair``."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return json_repair.loads(text)
+    except (ValueError, TypeError, RecursionError, IndexError, KeyError, AttributeError):
+        return None
+
+
+def _strip_code_fence(text: str) -> str:
+    """The inside of the first Markdown code fence (```json ... ```), or the text itself."""
+    start = text.find("```")
+    if start < 0:
+        return text
+    body = start + 3
+    if text[body : body + 4].lower() == "json":
+        body += 4
+    end = text.find("```", body)
+    return text[body : end if end >= 0 else len(text)].strip()
+
+
+def parse_boxes(answer: str | None) -> BoxesParse:
+    """Boxes from an answer: VLM-R1 JSON (``[{"bbox_2d": [...], "label": ...}]``), bare
+    ``[x1, y1, x2, y2]``, lists of lists; code fences and trailing text tolerated.
+
+    Status ``none`` means the model explicitly answered "None" (no objects), ``malformed`` that
+    text was there but no box could be read.
+    """
+    if answer is None:
+        return BoxesParse([], "no_answer")
+    if len(answer) > MAX_ANSWER_CHARS:
+        return BoxesParse([], "too_long")
+    text = _strip_code_fence(answer.strip())
+    if not text:
+        return BoxesParse([], "empty")
+    if text.strip("\"'. ").lower() in {"none", "null", "[]", "no objects", "nothing"}:
+        return BoxesParse([], "none")
+    found: list[ParsedBox] = []
+    boxes_from_json(lenient_json(text), found)
+    if not found:
+        for match in _BARE_BOX_RE.finditer(text):
+            box = _as_box(list(match.groups()))
+            if box is not None:
+                found.append(ParsedBox(box))
+            if len(found) >= MAX_BOXES:
+                break
+    return BoxesParse(found[:MAX_BOXES], "ok" if found else "malformed")
+
+
+def parse_number(text: str | None) -> float | None:
+    """The last finite number in the text (thousands separators allowed), or ``None``."""
+    if not text or len(text) > MAX_ANSWER_CHARS:
+        return None
+    for match in reversed(_NUMBER_RE.findall(text)):
+        value = _finite(match.replace(",", ""))
+        if value is not None:
+            return value
+    return None
+
+
+_CHOICE_RE = re.compile(r"(?<![A-Za-z])\(?([A-E])\)?(?![A-Za-z])")
+
+
+def parse_choice(text: str | None) -> str | None:
+    """A multiple-choice letter A-E: the only one, or the last one mentioned."""
+    if not text or len(text) > MAX_ANSWER_CHARS:
+        return None
+    choices = _CHOICE_RE.findall(text.strip())
+    return choices[-1] if choices else None
+
+
+_YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def parse_yes_no(text: str | None) -> str | None:
+    """``"yes"``/``"no"``, from the first such word, or ``None``."""
+    if not text or len(text) > MAX_ANSWER_CHARS:
+        return None
+    match = _YES_NO_RE.search(text)
+    return match.group(1).lower() if match else None

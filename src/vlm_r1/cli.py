@@ -40,14 +40,107 @@ def tiny_model(
     typer.echo(f"wrote {family} ({size}, seed {seed}) to {path}")
 
 
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(
+        None, "--out", help="Folder for the demo's data (default: a temp folder)."
+    ),
+    family: str = typer.Option("qwen2_5_vl", "--family"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build a tiny VLM and ground one referring expression end to end."""
+    from vlm_r1.demo import run_demo
+
+    run_demo(out, family, seed)
+
+
+make_data = typer.Typer(no_args_is_help=True, help="Write datasets as VLM-R1 JSONL.")
+app.add_typer(make_data, name="make-data")
+
+
+@make_data.command("shapes")
+def make_shapes(
+    out: Path = typer.Option(..., "--out", help="Output folder (JSONL files + images/)."),
+    n_train: int = typer.Option(2000, "--n-train", help="Training samples per task."),
+    n_eval: int = typer.Option(
+        200, "--n-eval", help="Samples per task in eval_in and in eval_ood."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    image_size: str = typer.Option(
+        "224", "--image-size", help="N, or MIN..MAX for random sizes (e.g. 112..448)."
+    ),
+    tasks: str = typer.Option("rec,ovd,count", "--tasks", help="Comma-separated: rec, ovd, count."),
+) -> None:
+    """The synthetic shapes world: train / eval_in / eval_ood splits per task."""
+    import time
+
+    from vlm_r1.data.shapes import write_shapes
+
+    start = time.perf_counter()
+    written = write_shapes(
+        out, n_train, n_eval, seed, image_size, [t.strip() for t in tasks.split(",") if t.strip()]
+    )
+    for name, path in written.items():
+        typer.echo(f"{name:>16}: {path}")
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s")
+
+
+@make_data.command("refcoco")
+def make_refcoco(
+    refs: Path = typer.Option(..., "--refs", help="refs(unc).p or refs(umd).p"),
+    instances: Path = typer.Option(
+        ..., "--instances", help="COCO instances.json of the same release"
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder"),
+    dataset: str = typer.Option(
+        "refcoco", "--dataset", help="Name prefix: refcoco, refcoco+, refcocog"
+    ),
+) -> None:
+    """RefCOCO/+/g -> one REC JSONL per split (pass the COCO image folder when training)."""
+    from vlm_r1.data.convert.refcoco import convert_refcoco
+
+    for split, path in convert_refcoco(refs, instances, out, dataset).items():
+        typer.echo(f"{split:>8}: {path}")
+
+
+@make_data.command("coco")
+def make_coco(
+    instances: Path = typer.Option(..., "--instances", help="COCO instances.json"),
+    out: Path = typer.Option(..., "--out", help="Output JSONL file"),
+    negatives: int = typer.Option(3, "--negatives", help="Absent categories listed per question"),
+    seed: int = typer.Option(0, "--seed"),
+    reward_method: str = typer.Option(
+        "", "--reward-method", help="accu_reward_method to write, e.g. odLength"
+    ),
+) -> None:
+    """COCO detection -> open-vocabulary detection JSONL."""
+    from vlm_r1.data.convert.coco import convert_coco
+
+    typer.echo(
+        str(convert_coco(instances, out, negatives, seed=seed, reward_method=reward_method or None))
+    )
+
+
 def main() -> None:
     """Console entry point: known user errors become one red line and exit code 2."""
     from vlm_r1.models.adapter import ModelLoadError
 
+    _quiet_libraries()
     try:
         app()
-    except (ModelLoadError, UserError, ValueError, FileNotFoundError) as err:
+    except (ModelLoadError, UserError, ValueError, FileNotFoundError, OSError) as err:
         _fail_quietly(str(err))
+
+
+def _quiet_libraries() -> None:
+    """Hide per-file progress bars and advisory warnings from transformers in CLI output."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _fail_quietly(message: str) -> None:

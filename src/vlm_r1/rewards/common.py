@@ -53,12 +53,14 @@ def predicted_boxes(
 
 def gt_boxes(solution: Any) -> tuple[np.ndarray, list[str | None]]:
     """Ground-truth boxes (original pixels) and labels from any solution form we accept:
-    ``{"boxes": [...], "labels": [...]}``, a list of ``{"bbox_2d", "label"}`` dicts, one
+    a ``BoxSolution``, ``{"boxes": [...], "labels": [...]}``, a list of ``{"bbox_2d", "label"}`` dicts, one
     ``[x1, y1, x2, y2]``, a list of them, or text in VLM-R1's JSON answer format."""
     if isinstance(solution, dict) and "boxes" in solution:
         boxes = np.asarray(solution["boxes"], dtype=np.float64).reshape(-1, 4)
         labels = list(solution.get("labels") or [None] * len(boxes))
         return boxes, labels
+    if hasattr(solution, "boxes") and hasattr(solution, "labels"):  # data.sample.BoxSolution
+        return np.asarray(solution.boxes, dtype=np.float64).reshape(-1, 4), list(solution.labels)
     if isinstance(solution, str):
         parsed = parse_boxes(solution_text(solution))
         items: list[ParsedBox] = parsed.boxes

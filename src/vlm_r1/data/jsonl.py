@@ -1,0 +1,409 @@
+"""Read VLM-R1 data: JSONL conversations and processed REC JSON files, streamed.
+
+Compatible with VLM-R1's ``grpo_jsonl.py`` inputs::
+
+    data_paths="a.jsonl:b.jsonl"  image_folders="imgs_a:imgs_b"  reward_methods="default:odLength"
+
+Rows: ``id``, ``image`` (string or list: multi-image), ``conversations`` (human then gpt turn,
+``<image>`` placeholders), optional ``accu_reward_method`` (the row's wins over the file's) and
+our optional ``task``. Everything else is kept in ``Sample.meta``.
+
+Lines are parsed one at a time (a 100k-line file costs the memory of one line); images are
+checked here (``check_images``: ``header`` opens each file's header, ``exists`` only checks the
+path, ``none`` skips) and decoded when used (``load_sample_images``). Any problem raises ``DataError`` naming file,
+line, field and value, or, with ``on_error="skip"``, skips the row and counts it by reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlm_r1.data.images import ImageError, image_size, load_image
+from vlm_r1.data.sample import DETECTION_METHODS, TASKS, BoxSolution, Sample
+from vlm_r1.rewards.common import solution_text
+from vlm_r1.rewards.parsing import parse_boxes, parse_number
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_PLACEHOLDER = "<image>"
+_COUNT_QUESTION = re.compile(r"\bhow many\b", re.IGNORECASE)
+
+
+class DataError(ValueError):
+    """A bad data row: the message names file, line, field and the offending value."""
+
+    def __init__(
+        self,
+        where: str,
+        field_name: str,
+        problem: str,
+        value: Any = None,
+        reason: str = "bad_value",
+    ):
+        shown = repr(value)
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        super().__init__(f"{where}: field '{field_name}': {problem} (value: {shown})")
+        self.reason = reason
+
+
+@dataclass
+class ReadStats:
+    """What a read produced: rows read, and rows skipped by reason (``on_error="skip"``)."""
+
+    read: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"read {self.read} samples"
+        parts = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
+        return f"read {self.read} samples, skipped {sum(self.skipped.values())} ({parts})"
+
+
+def _split(spec: str | Sequence[str] | None) -> list[str]:
+    if spec is None:
+        return []
+    if isinstance(spec, (str, os.PathLike)):
+        return [p for p in str(spec).split(":") if p]
+    return [str(p) for p in spec]
+
+
+def infer_task(question: str, solution: str, method: str | None) -> str:
+    """Our task for a VLM-R1 row: detection methods -> ovd; a single box answer -> rec;
+    a bare integer answer to a "how many" question -> count; anything else -> qa."""
+    if method in DETECTION_METHODS:
+        return "ovd"
+    parsed = parse_boxes(solution_text(solution))
+    if parsed.status == "ok" and len(parsed.boxes) == 1 and parsed.boxes[0].label is None:
+        return "rec"
+    if parsed.status == "ok" and all(b.label for b in parsed.boxes):
+        return "ovd"
+    if _COUNT_QUESTION.search(question) and re.fullmatch(r"\s*\d+\s*", solution_text(solution)):
+        return "count"
+    return "qa"
+
+
+IMAGE_CHECKS = ("none", "exists", "header")
+
+
+def _check_image(path: str, name: str, where: str, check: str) -> None:
+    """``exists``: the file is there; ``header``: it also opens as an image (cheap, no decode)."""
+    if check == "none":
+        return
+    if not os.path.isfile(path):
+        raise DataError(where, "image", f"image file not found: {path}", name, "missing_image")
+    if check == "header":
+        try:
+            image_size(path)
+        except ImageError as err:
+            raise DataError(where, "image", str(err), name, "bad_image") from err
+
+
+def _images(row: dict, where: str, folder: Path, check: str) -> tuple[str, ...]:
+    raw = row.get("image", row.get("images"))
+    if raw is None:
+        return ()
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise DataError(
+            where, "image", "must be a path or a non-empty list of paths", raw, "wrong_type"
+        )
+    paths = tuple(str(folder / n) for n in names)
+    for name, path in zip(names, paths, strict=True):
+        _check_image(path, name, where, check)
+    return paths
+
+
+def _turns(row: dict, where: str) -> tuple[str, str]:
+    conversations = row.get("conversations")
+    if conversations is None:
+        raise DataError(
+            where,
+            "conversations",
+            "missing (expected a human turn and a gpt turn)",
+            None,
+            "missing_field",
+        )
+    if not isinstance(conversations, list) or len(conversations) < 2:
+        raise DataError(
+            where,
+            "conversations",
+            "must be a list of at least 2 turns",
+            conversations,
+            "wrong_type",
+        )
+    for i in (0, 1):
+        if not isinstance(conversations[i], dict) or "value" not in conversations[i]:
+            raise DataError(
+                where,
+                f"conversations[{i}]",
+                "must be an object with a 'value'",
+                conversations[i],
+                "wrong_type",
+            )
+    human, gpt = conversations[0]["value"], conversations[1]["value"]
+    if not isinstance(human, str):
+        raise DataError(where, "conversations[0].value", "must be a string", human, "wrong_type")
+    if isinstance(gpt, bool) or not isinstance(gpt, (str, int, float)):
+        raise DataError(
+            where, "conversations[1].value", "must be a string or a number", gpt, "wrong_type"
+        )
+    return human, str(gpt)
+
+
+def _known_method(method: Any, where: str) -> str | None:
+    if method is None:
+        return None
+    if not isinstance(method, str) or not method:
+        raise DataError(
+            where, "accu_reward_method", "must be a non-empty string", method, "wrong_type"
+        )
+    from vlm_r1.rewards.registry import RewardConfigError, get_spec
+
+    if ":" not in method:
+        try:
+            get_spec(method)
+        except RewardConfigError as err:
+            raise DataError(where, "accu_reward_method", str(err), method, "bad_value") from err
+    return method
+
+
+def parse_row(
+    row: Any,
+    where: str,
+    image_folder: Path,
+    file_method: str | None = None,
+    check_images: str = "header",
+) -> Sample:
+    """One VLM-R1 JSONL row -> ``Sample`` (raises ``DataError``)."""
+    if not isinstance(row, dict):
+        raise DataError(where, "<row>", "each line must be a JSON object", row, "wrong_type")
+    human, gpt = _turns(row, where)
+    images = _images(row, where, image_folder, check_images)
+    placeholders = human.count(_IMAGE_PLACEHOLDER)
+    if placeholders and placeholders != len(images):
+        raise DataError(
+            where,
+            "conversations[0].value",
+            f"has {placeholders} <image> placeholders but the row has {len(images)} images",
+            human,
+            "bad_value",
+        )
+    method = _known_method(row.get("accu_reward_method") or file_method, where)
+    question = human.replace(_IMAGE_PLACEHOLDER, "").strip()
+    task = row.get("task") or infer_task(question, gpt, method)
+    if task not in TASKS:
+        raise DataError(where, "task", f"must be one of {TASKS}", task, "bad_value")
+    solution: BoxSolution | str = solution_text(gpt)
+    if task in ("rec", "ovd"):
+        parsed = parse_boxes(solution)
+        if task == "rec" and not parsed.boxes:
+            raise DataError(
+                where,
+                "conversations[1].value",
+                "a REC answer needs a box [x1, y1, x2, y2]",
+                gpt,
+                "bad_value",
+            )
+        if task == "ovd" and parsed.status not in ("ok", "none"):
+            raise DataError(
+                where,
+                "conversations[1].value",
+                "no boxes or 'None' in the detection answer",
+                gpt,
+                "bad_value",
+            )
+        boxes = parsed.boxes[:1] if task == "rec" else parsed.boxes
+        solution = BoxSolution(tuple(b.box for b in boxes), tuple(b.label for b in boxes))
+    elif task == "count" and parse_number(solution) is None:
+        raise DataError(
+            where, "conversations[1].value", "a counting answer must be a number", gpt, "bad_value"
+        )
+    sample_id = row.get("id", where)
+    if not isinstance(sample_id, (str, int)):
+        raise DataError(where, "id", "must be a string or an integer", sample_id, "wrong_type")
+    known = {"id", "image", "images", "conversations", "accu_reward_method", "task"}
+    meta = {k: v for k, v in row.items() if k not in known}
+    return Sample(str(sample_id), images, question, solution, task, method, where, meta)
+
+
+def _rec_record(record: Any, where: str, image_folder: Path, check_images: str) -> Sample:
+    """A processed REC JSON record (``problem``, ``solution`` in absolute pixels, ``image``...)."""
+    if not isinstance(record, dict):
+        raise DataError(
+            where, "<record>", "each record must be a JSON object", record, "wrong_type"
+        )
+    for name in ("image", "problem", "solution"):
+        if name not in record:
+            raise DataError(where, name, "missing", None, "missing_field")
+    box = record["solution"]
+    if not (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    ):
+        raise DataError(where, "solution", "must be [x1, y1, x2, y2] in pixels", box, "wrong_type")
+    if not isinstance(record["problem"], str):
+        raise DataError(where, "problem", "must be a string", record["problem"], "wrong_type")
+    images = _images(record, where, image_folder, check_images)
+    meta = {k: v for k, v in record.items() if k not in ("id", "image", "problem", "solution")}
+    solution = BoxSolution((tuple(float(v) for v in box),), (None,))
+    return Sample(
+        str(record.get("id", where)),
+        images,
+        record["problem"].strip(),
+        solution,
+        "rec",
+        None,
+        where,
+        meta,
+    )
+
+
+class SampleReader:
+    """Iterate ``Sample``s from VLM-R1 JSONL (``.jsonl``) or processed REC JSON (``.json``).
+
+    Re-iterable; each pass re-reads the files and resets ``stats``.
+    """
+
+    def __init__(
+        self,
+        data_paths: str | Sequence[str],
+        image_folders: str | Sequence[str] | None = None,
+        reward_methods: str | Sequence[str] | None = None,
+        on_error: str = "raise",
+        check_images: str = "header",
+    ):
+        self.paths = _split(data_paths)
+        if not self.paths:
+            raise DataError(
+                "<config>", "data_paths", "no data file given", data_paths, "missing_field"
+            )
+        folders = _split(image_folders)
+        if folders and len(folders) != len(self.paths):
+            raise DataError(
+                "<config>",
+                "image_folders",
+                f"{len(folders)} folders for {len(self.paths)} data files",
+                image_folders,
+            )
+        self.folders = [Path(f) for f in folders] or [Path(p).parent for p in self.paths]
+        methods = _split(reward_methods)
+        if methods and len(methods) != len(self.paths):
+            raise DataError(
+                "<config>",
+                "reward_methods",
+                f"{len(methods)} methods for {len(self.paths)} data files",
+                reward_methods,
+            )
+        self.methods: list[str | None] = list(methods) or [None] * len(self.paths)
+        if on_error not in ("raise", "skip"):
+            raise DataError("<config>", "on_error", "must be 'raise' or 'skip'", on_error)
+        self.on_error = on_error
+        if check_images not in IMAGE_CHECKS:
+            raise DataError(
+                "<config>", "check_images", f"must be one of {IMAGE_CHECKS}", check_images
+            )
+        self.check_images = check_images
+        self.stats = ReadStats()
+        for path in self.paths:
+            if not os.path.isfile(path):
+                raise DataError(
+                    "<config>", "data_paths", f"data file not found: {path}", path, "missing_file"
+                )
+
+    def __iter__(self) -> Iterator[Sample]:
+        self.stats = ReadStats()
+        for path, folder, method in zip(self.paths, self.folders, self.methods, strict=True):
+            rows = self._json_records(path) if path.endswith(".json") else self._jsonl_rows(path)
+            for where, row in rows:
+                try:
+                    sample = (
+                        _rec_record(row, where, folder, self.check_images)
+                        if path.endswith(".json")
+                        else parse_row(row, where, folder, method, self.check_images)
+                    )
+                except DataError as err:
+                    self._handle(err)
+                    continue
+                self.stats.read += 1
+                yield sample
+        if self.stats.skipped:
+            logger.warning("%s", self.stats.summary())
+
+    def _handle(self, err: DataError) -> None:
+        if self.on_error == "raise":
+            raise err
+        self.stats.skipped[err.reason] += 1
+        self.stats.examples.setdefault(err.reason, str(err))
+
+    def _jsonl_rows(self, path: str) -> Iterator[tuple[str, Any]]:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    yield where, json.loads(line)
+                except json.JSONDecodeError as err:
+                    self._handle(
+                        DataError(
+                            where,
+                            "<line>",
+                            f"not valid JSON ({err.msg} at column {err.colno})",
+                            line.strip(),
+                            "malformed_json",
+                        )
+                    )
+
+    def _json_records(self, path: str) -> Iterator[tuple[str, Any]]:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                records = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}:{err.lineno}",
+                "<file>",
+                f"not valid JSON ({err.msg})",
+                None,
+                "malformed_json",
+            ) from err
+        if not isinstance(records, list):
+            raise DataError(
+                f"{path}:1",
+                "<file>",
+                "a processed REC file must hold a JSON list",
+                type(records).__name__,
+                "wrong_type",
+            )
+        for index, record in enumerate(records):
+            yield f"{path}[{index}]", record
+
+
+def load_sample_images(sample: Sample) -> list:
+    """Decode a sample's images; a failure names the sample's file:line, the field and the path."""
+    images = []
+    for path in sample.images:
+        try:
+            images.append(load_image(path))
+        except ImageError as err:
+            raise DataError(
+                sample.source or sample.id, "image", str(err), path, "bad_image"
+            ) from err
+    return images
+
+
+def read_samples(
+    data_paths: str | Sequence[str], image_folders: str | Sequence[str] | None = None, **kwargs: Any
+) -> SampleReader:
+    """Convenience: a ``SampleReader`` (iterate it; ``.stats`` says what was skipped)."""
+    return SampleReader(data_paths, image_folders, **kwargs)

@@ -1,0 +1,83 @@
+"""``Sample``: the one record type that flows through GRPO, SFT and evaluation.
+
+Images are paths (opened lazily, never held decoded); boxes are in original-image pixels,
+``[x1, y1, x2, y2]``; ``source`` ("file:line") lets any later error name where the sample came
+from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Task = Literal["rec", "ovd", "count", "qa"]
+TASKS: tuple[str, ...] = ("rec", "ovd", "count", "qa")
+#: VLM-R1's REC question wording (its processed REC files use it verbatim).
+REC_QUESTION = (
+    "Please provide the bounding box coordinate of the region this sentence describes: {}."
+)
+#: accu_reward_method values (VLM-R1 names included) that mean "this is detection".
+DETECTION_METHODS = frozenset(
+    {
+        "map",
+        "map50",
+        "od_ap",
+        "od_ap50",
+        "odLength",
+        "weighted_sum",
+        "ap",
+        "ap50",
+        "od_length",
+        "detection_weighted",
+    }
+)
+
+
+@dataclass(frozen=True)
+class BoxSolution:
+    """Ground-truth boxes in original-image pixels with their labels (``None`` for REC)."""
+
+    boxes: tuple[tuple[float, float, float, float], ...]
+    labels: tuple[str | None, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.boxes) != len(self.labels):
+            raise ValueError(f"{len(self.boxes)} boxes but {len(self.labels)} labels")
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """VLM-R1's answer format: ``[{"bbox_2d": [...], "label": ...}]``."""
+        return [
+            {"bbox_2d": [round(v, 2) for v in b], **({"label": lab} if lab else {})}
+            for b, lab in zip(self.boxes, self.labels, strict=True)
+        ]
+
+
+Solution = BoxSolution | str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training/evaluation example."""
+
+    id: str
+    images: tuple[str, ...]
+    question: str
+    solution: Solution
+    task: Task
+    reward_method: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def boxes(self) -> BoxSolution | None:
+        return self.solution if isinstance(self.solution, BoxSolution) else None
+
+    def answer_text(self) -> str:
+        """The gold answer as text (what SFT trains on before coordinate conversion)."""
+        if isinstance(self.solution, BoxSolution):
+            import json
+
+            if self.task == "rec" and len(self.solution.boxes) == 1:
+                return json.dumps([round(v, 2) for v in self.solution.boxes[0]])
+            return json.dumps(self.solution.to_json()) if self.solution.boxes else "None"
+        return self.solution

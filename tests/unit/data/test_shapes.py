@@ -1,0 +1,148 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlm_r1.data.jsonl import read_samples
+from vlm_r1.data.shapes import (
+    HELD_OUT,
+    IN_DOMAIN_KINDS,
+    OOD_KINDS,
+    Expression,
+    Obj,
+    generate,
+    parse_image_size,
+    resolve,
+    write_shapes,
+)
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    write_shapes(out, n_train=60, n_eval=30, seed=3, image_size="112..300")
+    return out
+
+
+def _rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_round_trip_through_the_reader_gives_the_generated_boxes(shapes_dir):
+    for task in ("rec", "ovd", "count"):
+        for split in ("train", "eval_in", "eval_ood"):
+            path = shapes_dir / f"{task}_{split}.jsonl"
+            rows = _rows(path)
+            samples = list(read_samples(str(path)))
+            assert len(samples) == len(rows) > 0
+            for row, sample in zip(rows, samples, strict=True):
+                assert sample.task == task
+                assert sample.images == (str(shapes_dir / row["image"]),)
+                if task == "rec":
+                    target = row["objects"][row["target"]]
+                    assert sample.solution.boxes == (tuple(float(v) for v in target[3]),)
+                elif task == "ovd":
+                    expected = [
+                        tuple(float(v) for v in o[3])
+                        for o in row["objects"]
+                        if o[0] in row["categories"]
+                    ]
+                    assert list(sample.solution.boxes) == expected
+                    assert all(lab in row["categories"] for lab in sample.solution.labels)
+                else:
+                    assert sample.solution == row["conversations"][1]["value"]
+                    assert sample.reward_method == "count"
+
+
+def test_referents_are_unique_and_ood_kinds_never_in_train():
+    kinds = {}
+    for split in ("train", "eval_in", "eval_ood"):
+        seen = Counter()
+        for record in generate("rec", split, 700, seed=11, image_size=(112, 320)):
+            expr = Expression(**record.meta["expression"])
+            assert resolve(expr, record.scene, record.image_size) == [record.meta["target"]]
+            seen[expr.kind] += 1
+        kinds[split] = seen
+    assert set(kinds["train"]) == set(IN_DOMAIN_KINDS) == set(kinds["eval_in"])
+    assert set(kinds["eval_ood"]) == set(OOD_KINDS)
+    assert not set(kinds["train"]) & set(kinds["eval_ood"])
+
+
+def test_held_out_combinations_only_out_of_domain(shapes_dir):
+    def combos(split):
+        return {
+            (o[1], o[0])
+            for task in ("rec", "ovd", "count")
+            for row in _rows(shapes_dir / f"{task}_{split}.jsonl")
+            for o in row["objects"]
+        }
+
+    assert not combos("train") & HELD_OUT and not combos("eval_in") & HELD_OUT
+    assert combos("eval_ood") & HELD_OUT
+
+
+def test_boxes_are_the_drawn_pixels(shapes_dir):
+    """In-domain backgrounds are flat, so each shape's pixels must span exactly its box."""
+    for row in _rows(shapes_dir / "rec_train.jsonl")[:20]:
+        pixels = np.asarray(Image.open(shapes_dir / row["image"]))
+        background = pixels[0, 0]
+        for _, _, _, (x1, y1, x2, y2) in row["objects"]:
+            crop = pixels[max(0, y1 - 2) : y2 + 2, max(0, x1 - 2) : x2 + 2]
+            ys, xs = np.nonzero((crop != background).any(-1))
+            ox, oy = max(0, x1 - 2), max(0, y1 - 2)
+            assert abs(xs.min() + ox - x1) <= 1 and abs(xs.max() + 1 + ox - x2) <= 1
+            assert abs(ys.min() + oy - y1) <= 1 and abs(ys.max() + 1 + oy - y2) <= 1
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    a = write_shapes(tmp_path / "a", 8, 4, seed=5, tasks=["rec", "ovd"])
+    b = write_shapes(tmp_path / "b", 8, 4, seed=5, tasks=["rec", "ovd"])
+    c = write_shapes(tmp_path / "c", 8, 4, seed=6, tasks=["rec"])
+    for key in a:
+        assert a[key].read_bytes() == b[key].read_bytes()
+    assert (tmp_path / "a/images/train/rec_000003.png").read_bytes() == (
+        tmp_path / "b/images/train/rec_000003.png"
+    ).read_bytes()
+    assert a["rec_train"].read_bytes() != c["rec_train"].read_bytes()
+
+
+def test_resolve_known_scene():
+    scene = [
+        Obj("circle", "red", "small", (10, 10, 30, 30)),
+        Obj("circle", "blue", "large", (60, 10, 110, 60)),
+        Obj("square", "red", "small", (130, 10, 150, 30)),
+    ]
+    size = (200, 100)
+    assert resolve(Expression("attribute", "", "circle", "blue"), scene, size) == [1]
+    assert resolve(
+        Expression(
+            "relation",
+            "",
+            "circle",
+            None,
+            None,
+            "left of",
+            {"shape": "square", "colour": None, "size": None},
+        ),
+        scene,
+        size,
+    ) == [0, 1]
+    assert resolve(Expression("superlative", "", None, None, direction="right"), scene, size) == [2]
+    assert resolve(
+        Expression("ordinal", "", None, None, direction="left", rank=1), scene, size
+    ) == [1]
+    assert resolve(Expression("negation", "", "circle", negated="red"), scene, size) == [1]
+    assert resolve(Expression("superlative", "", None, None, direction="largest"), scene, size) == [
+        1
+    ]
+
+
+def test_image_size_spec():
+    assert parse_image_size("224") == (224, 224)
+    assert parse_image_size("112..448") == (112, 448)
+    with pytest.raises(ValueError, match="MIN..MAX"):
+        parse_image_size("big")
+    with pytest.raises(ValueError, match="32..4096"):
+        parse_image_size("448..112")

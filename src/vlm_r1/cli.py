@@ -54,6 +54,25 @@ def demo(
     run_demo(out, family, seed)
 
 
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", help="YAML recipe, e.g. configs/grpo_rec.yaml."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest checkpoint (= checkpoint.resume=auto)."
+    ),
+) -> None:
+    """GRPO training. Extra arguments are overrides: algo.beta=0 optim.max_steps=50 ..."""
+    import logging
+
+    from vlm_r1.config import load_config
+    from vlm_r1.rl.trainer import run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(ctx.args) + (["checkpoint.resume=auto"] if resume else [])
+    run_training(load_config(config, overrides))
+
+
 make_data = typer.Typer(no_args_is_help=True, help="Write datasets as VLM-R1 JSONL.")
 app.add_typer(make_data, name="make-data")
 
@@ -128,7 +147,13 @@ def main() -> None:
     _quiet_libraries()
     try:
         app()
-    except (ModelLoadError, UserError, ValueError, FileNotFoundError, OSError) as err:
+    except (
+        ModelLoadError,
+        UserError,
+        ValueError,
+        FileNotFoundError,
+        OSError,
+    ) as err:  # incl. ConfigError, DataError
         _fail_quietly(str(err))
 
 

@@ -27,13 +27,15 @@ THINK_ANSWER_SUFFIX = (
 )
 REC_TEMPLATE = "{question}" + THINK_ANSWER_SUFFIX + " Output the final answer in JSON format."
 OVD_TEMPLATE = (
-    "Please carefully check the image and detect the following objects: {categories}."
+    "{question}"
     + THINK_ANSWER_SUFFIX
     + " Output the bbox coordinates of detected objects in <answer></answer>. The bbox "
     'coordinates in Markdown format should be: \n```json\n[{{"bbox_2d": [x1, y1, x2, y2], '
     '"label": "object name"}}]\n```\n If no targets are detected in the image, simply '
     'respond with "None".'
 )
+QA_TEMPLATE = "{question}" + THINK_ANSWER_SUFFIX
+TASK_TEMPLATES = {"rec": REC_TEMPLATE, "ovd": OVD_TEMPLATE, "count": QA_TEMPLATE, "qa": QA_TEMPLATE}
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
 DTYPES = {
@@ -125,6 +127,8 @@ class VLMAdapter:
     special_tokens: tuple[str, ...] = ()
     #: Named special tokens the processor reads as tokenizer attributes (``tokenizer.<name>``).
     named_special_tokens: dict[str, str] = field(default_factory=dict)
+    #: Vision placeholder tokens a model must never generate (they would break the next forward).
+    placeholder_tokens: tuple[str, ...] = ()
     eos_token: str = "<|im_end|>"
     pad_token: str = "<|endoftext|>"
     chat_template: str = ""
@@ -166,11 +170,12 @@ class VLMAdapter:
         content.append({"type": "text", "text": text})
         return [{"role": "user", "content": content}]
 
-    def rec_prompt(self, question: str) -> str:
-        return REC_TEMPLATE.format(question=question)
+    def prompt(self, task: str, question: str) -> str:
+        """The task's instruction around a question (VLM-R1 wording: think, then answer)."""
+        return TASK_TEMPLATES[task].format(question=question)
 
-    def ovd_prompt(self, categories: Sequence[str]) -> str:
-        return OVD_TEMPLATE.format(categories=", ".join(categories))
+    def rec_prompt(self, question: str) -> str:
+        return self.prompt("rec", question)
 
     def prompt_texts(
         self, processor: Any, num_images: Sequence[int], texts: Sequence[str]
@@ -191,6 +196,11 @@ class VLMAdapter:
         flat = [im for sample in images for im in sample]
         processor.tokenizer.padding_side = "left"
         return processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")
+
+    def forbidden_token_ids(self, tokenizer: Any) -> list[int]:
+        """Ids of vision placeholder tokens, to suppress during generation."""
+        ids = [tokenizer.convert_tokens_to_ids(t) for t in self.placeholder_tokens]
+        return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
 
     # ----- modules ---------------------------------------------------------------------------
     def vision_parameters(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:

@@ -45,6 +45,7 @@ class InternVLAdapter(VLMAdapter):
         "<box>",
         "</box>",
     )
+    placeholder_tokens: tuple[str, ...] = ("<img>", "</img>", "<IMG_CONTEXT>", "<video>")
     named_special_tokens: dict[str, str] = field(
         default_factory=lambda: {
             "start_image_token": "<img>",

@@ -12,7 +12,13 @@ from typing import Any
 
 from vlm_r1.models import boxes as box_math
 from vlm_r1.models.adapter import TinyRecipe, VLMAdapter
-from vlm_r1.models.chat_templates import QWEN_IMAGE, QWEN_SPECIAL_TOKENS, QWEN_VIDEO, chatml
+from vlm_r1.models.chat_templates import (
+    QWEN_IMAGE,
+    QWEN_PLACEHOLDERS,
+    QWEN_SPECIAL_TOKENS,
+    QWEN_VIDEO,
+    chatml,
+)
 from vlm_r1.models.registry import register_family
 
 
@@ -49,6 +55,7 @@ class Qwen25VLAdapter(VLMAdapter):
     coordinate_system: str = "abs_resized"
     vision_prefixes: tuple[str, ...] = ("model.visual", "visual")
     special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
+    placeholder_tokens: tuple[str, ...] = QWEN_PLACEHOLDERS
     chat_template: str = chatml(QWEN_IMAGE, QWEN_VIDEO, "You are a helpful assistant.")
 
     def model_input_size(self, processor: Any, image_size: tuple[int, int]) -> tuple[int, int]:

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlm_r1.models.adapter import TinyRecipe, VLMAdapter
-from vlm_r1.models.chat_templates import QWEN_IMAGE, QWEN_SPECIAL_TOKENS, QWEN_VIDEO, chatml
+from vlm_r1.models.chat_templates import (
+    QWEN_IMAGE,
+    QWEN_PLACEHOLDERS,
+    QWEN_SPECIAL_TOKENS,
+    QWEN_VIDEO,
+    chatml,
+)
 from vlm_r1.models.qwen2_5_vl import mrope_section, qwen_model_input_size
 from vlm_r1.models.registry import register_family
 
@@ -20,6 +26,7 @@ class Qwen3VLAdapter(VLMAdapter):
     coordinate_system: str = "norm1000"
     vision_prefixes: tuple[str, ...] = ("model.visual", "visual")
     special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
+    placeholder_tokens: tuple[str, ...] = QWEN_PLACEHOLDERS
     chat_template: str = chatml(QWEN_IMAGE, QWEN_VIDEO, None)
 
     def model_input_size(self, processor: Any, image_size: tuple[int, int]) -> tuple[int, int]:

@@ -1,0 +1,408 @@
+"""Typed configuration: one dataclass per concern, YAML recipes, dotted CLI overrides.
+
+Every field is documented once, here. ``load_config("configs/grpo_rec.yaml", ["algo.beta=0"])``
+returns a validated ``TrainConfig``; a wrong key or value raises ``ConfigError`` naming the key
+and what is allowed, before any model is loaded. Defaults follow the VLM-R1 REC recipe
+(G = 8, beta = 0.04, lr = 1e-6, ...); the shipped tiny configs scale them to a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it and what is allowed."""
+
+
+def _choice(value: Any, key: str, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"{key}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}"
+        )
+
+
+def _positive(value: float, key: str, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{key}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights (the reference model is then the base model
+    with adapters disabled, so no second copy is kept in memory)."""
+    r: int = 64
+    """LoRA rank (VLM-R1's LoRA recipe: 64)."""
+    alpha: int = 128
+    """LoRA scaling alpha (VLM-R1: 128)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA path (VLM-R1: 0.05)."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; default: the family's language-model linears (never the vision tower)."""
+    save_merged: bool = False
+    """Also write a merged full checkpoint next to the adapter at each save."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """A local checkpoint folder or a hub id."""
+    family: str | None = None
+    """Model family (qwen2_vl, qwen2_5_vl, qwen3_vl, internvl); detected from the checkpoint if unset."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    attn_implementation: str = "sdpa"
+    """eager, sdpa, flash_attention_2 (needs flash-attn + CUDA) or flash_attention_3."""
+    freeze_vision: bool = False
+    """Freeze the vision tower and its merger/projector (VLM-R1's freeze_vision_modules)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    min_pixels: int | None = None
+    """Processor lower bound on image pixels (Qwen families), e.g. 3136."""
+    max_pixels: int | None = None
+    """Processor upper bound on image pixels (Qwen families), e.g. 12845056 in VLM-R1."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    """Training data: VLM-R1 JSONL/JSON files, several joined with ':'."""
+    image_folders: str | None = None
+    """Image folders matching ``train`` (':'-joined); default: each data file's own folder."""
+    reward_methods: str | None = None
+    """Per-file accu_reward_method (':'-joined); a row's own method wins."""
+    on_error: str = "raise"
+    """raise: stop at the first bad row (file:line:field); skip: skip bad rows and count them."""
+    check_images: str = "header"
+    """none, exists (path only) or header (also open each image's header) when reading rows."""
+    max_samples: int | None = None
+    """Use only the first N rows (quick experiments)."""
+    shuffle: bool = True
+    """Shuffle prompts each epoch (seeded, identical on every rank)."""
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError(
+                "data.train is required: a VLM-R1 JSONL file (or several joined with ':')"
+            )
+        _choice(self.on_error, "data.on_error", ("raise", "skip"))
+        _choice(self.check_images, "data.check_images", ("none", "exists", "header"))
+
+
+@dataclass
+class RewardTerm:
+    name: str = "accuracy"
+    """A reward name (see ``vlm_r1.rewards``), a VLM-R1 method name, or 'module:function'."""
+    weight: float = 1.0
+    """Weight of this reward in the total."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments bound to the reward function (e.g. {threshold: 0.5})."""
+
+
+def _default_rewards() -> list[RewardTerm]:
+    return [RewardTerm("accuracy", 1.0, {"method": "rec_iou"}), RewardTerm("format", 1.0)]
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"
+    """Generation backend: hf (transformers generate). Backends implement ``RolloutBackend``."""
+    num_generations: int = 8
+    """G: completions sampled per prompt (one group)."""
+    temperature: float = 1.0
+    """Sampling temperature (also applied to the log-probs, as the sampler saw them)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    top_k: int = 0
+    """Top-k sampling (0 = off)."""
+    max_prompt_length: int | None = None
+    """Prompts (image tokens included) longer than this are skipped and counted; None = no limit."""
+    max_completion_length: int = 1024
+    """Maximum generated tokens per completion."""
+
+    def validate(self) -> None:
+        _choice(self.backend, "rollout.backend", ("hf",))
+        if self.num_generations < 2:
+            raise ConfigError(
+                f"rollout.num_generations={self.num_generations} must be >= 2 (a group needs a spread)"
+            )
+        _positive(self.temperature, "rollout.temperature")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"rollout.top_p={self.top_p} must be in (0, 1]")
+        _positive(self.top_k, "rollout.top_k", zero_ok=True)
+        _positive(self.max_completion_length, "rollout.max_completion_length")
+
+
+@dataclass
+class AlgoConfig:
+    loss_type: str = "grpo"
+    """grpo (per-sequence mean), bnpo (token mean per micro-batch), dr_grpo (constant
+    normaliser), dapo (token mean over the whole batch) or gspo (sequence-level ratio)."""
+    beta: float = 0.04
+    """KL coefficient (k3 estimator) to the reference model; 0 loads no reference model."""
+    epsilon_low: float = 0.2
+    """Lower clip range: ratios below 1 - epsilon_low are clipped."""
+    epsilon_high: float | None = None
+    """Upper clip range (clip-higher, DAPO); defaults to epsilon_low."""
+    num_iterations: int = 1
+    """mu: optimiser updates per rollout batch (old log-probs are stored for mu > 1)."""
+    scale_rewards: str = "group"
+    """Advantage scaling: group ((r - mean) / std per group), batch (std over the batch) or none (Dr. GRPO)."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal and top up with new prompts (DAPO)."""
+    max_resample_rounds: int = 3
+    """Cap on top-up rounds per step with dynamic sampling."""
+    mask_truncated: bool = False
+    """Overlong filtering: completions that hit max_completion_length get no loss."""
+    kl_clamp: float = 10.0
+    """Clamp on log(ref/policy) inside the k3 KL so exp() cannot overflow."""
+
+    def validate(self) -> None:
+        from vlm_r1.rl.advantages import ADVANTAGES
+        from vlm_r1.rl.losses import LOSSES
+
+        _choice(self.loss_type, "algo.loss_type", tuple(LOSSES))
+        _choice(self.scale_rewards, "algo.scale_rewards", tuple(ADVANTAGES))
+        _positive(self.beta, "algo.beta", zero_ok=True)
+        _positive(self.epsilon_low, "algo.epsilon_low")
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon_low
+        _positive(self.epsilon_high, "algo.epsilon_high")
+        if self.num_iterations < 1:
+            raise ConfigError(f"algo.num_iterations={self.num_iterations} must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    prompts_per_step: int = 16
+    """Prompts per optimiser step across all processes (VLM-R1 REC: 16 x G=8 = 128 completions)."""
+    micro_batch_size: int = 8
+    """Completions per forward/backward pass; gradients accumulate over the step."""
+    learning_rate: float = 1e-6
+    """AdamW learning rate (VLM-R1: 1e-6)."""
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_steps: int = 0
+    """Linear warmup steps."""
+    schedule: str = "constant"
+    """Learning-rate schedule after warmup: constant or cosine."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    max_steps: int = 600
+    """Optimiser steps to run."""
+
+    def validate(self) -> None:
+        _choice(self.schedule, "optim.schedule", ("constant", "cosine"))
+        for key in ("prompts_per_step", "micro_batch_size", "max_steps"):
+            _positive(getattr(self, key), f"optim.{key}")
+        _positive(self.learning_rate, "optim.learning_rate", zero_ok=True)
+
+
+@dataclass
+class CheckpointConfig:
+    output_dir: str = "out/grpo"
+    """Run folder: checkpoints, logs, rollouts."""
+    save_steps: int = 100
+    """Save every N optimiser steps (and at the end)."""
+    keep_last: int = 2
+    """Checkpoints to keep (oldest are deleted)."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint in output_dir if any; none; or a path."""
+
+
+@dataclass
+class LoggingConfig:
+    log_steps: int = 1
+    """Log metrics every N steps."""
+    report_to: str = "tensorboard"
+    """tensorboard, wandb, trackio or none (through accelerate's trackers)."""
+    rollout_log_steps: int = 10
+    """Write sampled rollouts to rollouts/step_XXXX.jsonl every N steps (0 = never)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        _choice(self.report_to, "logging.report_to", ("tensorboard", "wandb", "trackio", "none"))
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: list[RewardTerm] = field(default_factory=_default_rewards)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 0
+    """Seed for data order, sampling and initialisation."""
+
+    def validate(self) -> TrainConfig:
+        """Check every value and resolve every reward now, before any model is loaded."""
+        from vlm_r1.rewards import RewardConfigError, resolve_reward
+
+        for part in (self.data, self.rollout, self.algo, self.optim, self.logging):
+            part.validate()
+        if not self.rewards:
+            raise ConfigError("rewards is empty: give at least one reward, e.g. [{name: accuracy}]")
+        for i, term in enumerate(self.rewards):
+            try:
+                resolve_reward(term.name, **term.params)
+            except RewardConfigError as err:
+                raise ConfigError(f"rewards[{i}]: {err}") from err
+        if self.model.lora.enabled and self.model.lora.r < 1:
+            raise ConfigError(f"model.lora.r={self.model.lora.r} must be >= 1")
+        return self
+
+
+# ------------------------------------------------------------------------------- loading
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in get_args(hint):
+            return None
+        for option in options:
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected {hint}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is list:
+        (item,) = get_args(hint)
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} must be a mapping")
+        return dict(value)
+    if origin is Literal:
+        _choice(value, key, get_args(hint))
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        try:
+            number = (
+                float(value)
+                if hint is float
+                else int(str(value))
+                if isinstance(value, str)
+                else value
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"{key}={value!r} must be {'an integer' if hint is int else 'a number'}"
+            ) from err
+        if hint is int and (not isinstance(number, int) or isinstance(number, float)):
+            if isinstance(number, float) and number.is_integer():
+                return int(number)
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return float(number) if hint is float else number
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return str(value)
+    if hint is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in types_:
+            close = difflib.get_close_matches(key, types_, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown config key {full!r}{hint}; valid keys here: {', '.join(types_)}"
+            )
+        kwargs[key] = _coerce(value, types_[key], full)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        if part.isdigit() and isinstance(node, list):
+            node = node[int(part)]
+            continue
+        child = node.get(part)
+        if not isinstance(child, (dict, list)):
+            child = {}
+            node[part] = child
+        node = child
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, cls: type = TrainConfig
+) -> Any:
+    """Load a YAML recipe (optional), apply ``key.sub=value`` overrides, validate, return it."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file}: not valid YAML: {err}") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    config = _build(cls, tree, "")
+    return config.validate()
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""GRPO: rollouts, advantages, losses, log-probs, sampling, monitors and the training loop."""

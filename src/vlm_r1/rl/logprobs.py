@@ -1,0 +1,52 @@
+"""Per-token log-probs of completion tokens only.
+
+The model runs on prompt + completion, but the LM head only on the last ``T + 1`` positions
+(``logits_to_keep``): the prompt and its hundreds of image tokens never go through the
+vocabulary projection. ``log p(token) = logit[token] - logsumexp(logits)``, computed in float32
+after dividing by the sampling temperature (the distribution the tokens were drawn from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vlm_r1.rl.prompts import PreparedPrompt, stack_prompts
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``log_softmax(logits / temperature)`` gathered at ``tokens``: ``[N, T, V] x [N, T] -> [N, T]``."""
+    scaled = logits.float() / temperature
+    picked = torch.gather(scaled, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(scaled, dim=-1)
+
+
+def completion_logprobs(
+    model: torch.nn.Module,
+    prompts: Sequence[PreparedPrompt],
+    completion_ids: torch.Tensor,  # [N, T]
+    completion_mask: torch.Tensor,  # [N, T]
+    pad_token_id: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probs ``[N, T]`` of each row's completion given its prompt (row i <-> prompts[i])."""
+    batch = stack_prompts([p.features for p in prompts], pad_token_id)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    completion_ids = completion_ids.to(device)
+    completion_mask = completion_mask.to(device)
+    t = completion_ids.shape[1]
+    batch["input_ids"] = torch.cat([batch["input_ids"], completion_ids], dim=1)
+    batch["attention_mask"] = torch.cat(
+        [batch["attention_mask"], completion_mask.to(batch["attention_mask"].dtype)], dim=1
+    )
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if key in batch:  # completion tokens are text
+            batch[key] = torch.cat(
+                [batch[key], torch.zeros_like(completion_ids, dtype=batch[key].dtype)], dim=1
+            )
+    logits = model(**batch, logits_to_keep=t + 1, use_cache=False).logits[:, :-1]  # [N, T, V]
+    return token_logprobs(logits, completion_ids, temperature)

@@ -1,0 +1,64 @@
+"""Prepared prompts: each sample processed once (chat template + images) and kept per prompt.
+
+A step's rollouts and training forwards reuse these features: rows of a micro-batch are
+built by stacking the features of their prompts (``stack_prompts``), left-padding the
+sequence tensors and concatenating the image tensors, which works the same for every family
+(Qwen's flattened patches + ``image_grid_thw``, InternVL's tiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vlm_r1.data.jsonl import load_sample_images
+from vlm_r1.data.sample import Sample
+from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.models.boxes import BoxSpace
+
+
+@dataclass
+class PreparedPrompt:
+    sample: Sample
+    features: dict[str, torch.Tensor]  # one prompt: sequence tensors [1, L], image tensors
+    box_space: BoxSpace | None  # of the first image, for box rewards
+    image_size: tuple[int, int] | None
+
+    @property
+    def length(self) -> int:
+        return int(self.features["input_ids"].shape[1])
+
+
+def prepare_prompt(adapter: VLMAdapter, processor: Any, sample: Sample) -> PreparedPrompt:
+    images = load_sample_images(sample)
+    text = adapter.prompt(sample.task, sample.question)
+    batch = adapter.prepare_inputs(processor, [images], [text])
+    features = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    space = adapter.box_space(processor, images[0].size) if images else None
+    return PreparedPrompt(sample, features, space, images[0].size if images else None)
+
+
+def _is_sequence(key: str, value: torch.Tensor, length: int) -> bool:
+    return value.ndim == 2 and value.shape[0] == 1 and value.shape[1] == length
+
+
+def stack_prompts(
+    features: Sequence[dict[str, torch.Tensor]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
+    """Batch single-prompt features: sequence tensors left-padded to one length, others concatenated."""
+    longest = max(int(f["input_ids"].shape[1]) for f in features)
+    out: dict[str, torch.Tensor] = {}
+    for key in features[0]:
+        parts = []
+        for f in features:
+            value = f[key]
+            length = int(f["input_ids"].shape[1])
+            if _is_sequence(key, value, length):
+                pad_value = pad_token_id if key == "input_ids" else 0
+                value = torch.nn.functional.pad(value, (longest - length, 0), value=pad_value)
+            parts.append(value)
+        out[key] = torch.cat(parts, dim=0)
+    return out

@@ -1,0 +1,123 @@
+"""Rollout backends: sample G completions per prompt.
+
+``HFRollout`` uses transformers ``generate``. Each prompt's group is generated in its own call
+with a seed derived from (run seed, step, prompt's global index), so completions do not depend
+on how prompts are split across processes or batched: a 2-process run samples exactly what a
+1-process run samples. ``RolloutBackend`` is the interface a vLLM backend implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from vlm_r1.rl.prompts import PreparedPrompt, stack_prompts
+
+
+@dataclass
+class Rollout:
+    """Completions for B prompts x G samples; row r belongs to prompt r // G."""
+
+    prompts: list[PreparedPrompt]
+    group_size: int
+    completion_ids: torch.Tensor  # [B*G, T] right-padded with pad
+    completion_mask: torch.Tensor  # [B*G, T] 1 up to and including EOS
+    texts: list[str]
+    truncated: torch.Tensor  # [B*G] bool: hit max_completion_length without EOS
+
+    def prompt_of(self, row: int) -> PreparedPrompt:
+        return self.prompts[row // self.group_size]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(-1)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    num_generations: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+class RolloutBackend(Protocol):
+    def generate(
+        self,
+        model: Any,
+        prompts: Sequence[PreparedPrompt],
+        seeds: Sequence[int],
+        params: SamplingParams,
+    ) -> Rollout: ...
+
+
+def completion_mask(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, T]`` mask up to and including the first EOS, and ``[N]`` truncated (no EOS) flags."""
+    is_eos = torch.isin(ids, torch.tensor(list(eos_ids), device=ids.device))
+    seen_before = torch.cumsum(is_eos.int(), dim=1) - is_eos.int()  # EOS strictly before t
+    mask = (seen_before == 0).long()
+    return mask, ~is_eos.any(dim=1)
+
+
+class HFRollout:
+    """transformers ``generate``, one call per prompt group, seeded per prompt.
+
+    Vision placeholder tokens are suppressed: a sampled ``<|image_pad|>`` would make the next
+    forward's image-token count disagree with the image features (a known VLM-R1 crash).
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        suppress_token_ids: Sequence[int] = (),
+    ):
+        self.processor = processor
+        self.eos_token_ids = list(eos_token_ids)
+        self.pad_token_id = pad_token_id
+        self.suppress_token_ids = list(suppress_token_ids) or None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: Any,
+        prompts: Sequence[PreparedPrompt],
+        seeds: Sequence[int],
+        params: SamplingParams,
+    ) -> Rollout:
+        was_training = model.training
+        model.eval()
+        pieces = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            batch = stack_prompts([prompt.features] * params.num_generations, self.pad_token_id)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            torch.manual_seed(seed)
+            out = model.generate(
+                **batch,
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k or None,
+                max_new_tokens=params.max_new_tokens,
+                eos_token_id=self.eos_token_ids,
+                pad_token_id=self.pad_token_id,
+                suppress_tokens=self.suppress_token_ids,
+            )
+            pieces.append(out[:, batch["input_ids"].shape[1] :].cpu())
+        model.train(was_training)
+        width = max(p.shape[1] for p in pieces)
+        ids = torch.cat(
+            [
+                torch.nn.functional.pad(p, (0, width - p.shape[1]), value=self.pad_token_id)
+                for p in pieces
+            ]
+        )
+        mask, truncated = completion_mask(ids, self.eos_token_ids)
+        ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_token_id))
+        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
+        return Rollout(list(prompts), params.num_generations, ids, mask, texts, truncated)

@@ -1,0 +1,113 @@
+"""GRPO end to end on a tiny Qwen2.5-VL and shapes REC data."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlm_r1.config import load_config
+from vlm_r1.models import get_adapter
+from vlm_r1.rl.trainer import run_training
+
+
+def weights(folder):
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(file))
+    return state
+
+
+def read_metrics(out):
+    with open(f"{out}/metrics.jsonl") as handle:
+        return [json.loads(line) for line in handle]
+
+
+VARIANTS = [
+    pytest.param({"algo": {"loss_type": "grpo", "beta": 0.04}}, id="grpo-beta"),
+    pytest.param({"algo": {"loss_type": "bnpo", "num_iterations": 2}}, id="bnpo-mu2"),
+    pytest.param(
+        {
+            "algo": {"loss_type": "dr_grpo", "scale_rewards": "none"},
+            "model": {"freeze_vision": True},
+        },
+        id="dr_grpo-frozen",
+    ),
+    pytest.param(
+        {"algo": {"loss_type": "dapo", "epsilon_high": 0.28, "beta": 0.04, "num_iterations": 2}},
+        id="dapo-beta-mu2",
+    ),
+    pytest.param(
+        {"algo": {"loss_type": "gspo", "epsilon_low": 3e-4, "epsilon_high": 4e-4}}, id="gspo"
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_full_finetune_variants(make_config, tiny_path, overrides):
+    config = load_config(make_config(**overrides))
+    start = weights(tiny_path("qwen2_5_vl"))
+    metrics = run_training(config)
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k != "skipped_steps")
+    out = config.checkpoint.output_dir
+    final = weights(__import__("pathlib").Path(out) / "final")
+    adapter = get_adapter("qwen2_5_vl")
+    changed = {k for k in start if not torch.equal(start[k], final[k])}
+    language = {k for k in start if not adapter.is_vision_module(k)}
+    vision = set(start) - language
+    assert changed & language, "language weights should change"
+    if config.model.freeze_vision:
+        assert not changed & vision, (
+            f"frozen vision weights changed: {sorted(changed & vision)[:3]}"
+        )
+    else:
+        assert changed & vision, "vision weights should change when not frozen"
+    history = read_metrics(out)
+    assert [h["step"] for h in history] == [1, 2, 3]
+    if config.algo.beta > 0:
+        assert any(h["kl"] > 0 for h in history[1:])
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    AutoModelForImageTextToText.from_pretrained(f"{out}/final")
+    AutoProcessor.from_pretrained(f"{out}/final")
+
+
+@pytest.mark.slow
+def test_lora_trains_adapters_only_and_saves_a_loadable_merged_model(make_config, tiny_path):
+    config = load_config(
+        make_config(model={"lora": {"enabled": True, "r": 4, "alpha": 8}}, algo={"beta": 0.04})
+    )
+    run_training(config)
+    out = __import__("pathlib").Path(config.checkpoint.output_dir)
+    adapter_state = load_file(out / "checkpoint-000003/model/adapter_model.safetensors")
+    lora_b = [v for k, v in adapter_state.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at 0 and must move"
+    assert not any("visual" in k for k in adapter_state), "no LoRA on the vision tower"
+    start, merged = weights(tiny_path("qwen2_5_vl")), weights(out / "final")
+    changed = {k for k in start if not torch.equal(start[k], merged[k])}
+    assert changed and all(k.endswith("proj.weight") for k in changed)
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(out / "final")
+
+
+@pytest.mark.slow
+def test_reward_rises_with_a_learnable_toy_reward(make_config):
+    config = load_config(
+        make_config(
+            rewards=[{"name": "toy_rewards:digit_fraction", "weight": 1.0}],
+            optim={
+                "prompts_per_step": 2,
+                "micro_batch_size": 16,
+                "learning_rate": 5e-3,
+                "max_steps": 40,
+            },
+            rollout={"num_generations": 8, "max_completion_length": 12},
+            logging={"report_to": "none", "progress": False, "rollout_log_steps": 0},
+        )
+    )
+    run_training(config)
+    history = [h["reward"] for h in read_metrics(config.checkpoint.output_dir)]
+    first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
+    assert last > first + 0.3, (first, last)  # measured: ~0.02 -> ~0.9

@@ -1,0 +1,62 @@
+import pytest
+
+from vlm_r1.config import ConfigError, TrainConfig, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "data: {train: x.jsonl}\n"
+
+
+def test_defaults_follow_the_vlm_r1_recipe(tmp_path):
+    config = load_config(write(tmp_path, BASE))
+    assert isinstance(config, TrainConfig)
+    assert config.rollout.num_generations == 8 and config.algo.beta == 0.04
+    assert (
+        config.optim.learning_rate == 1e-6 and config.algo.epsilon_high == config.algo.epsilon_low
+    )
+
+
+def test_dotted_overrides_and_types(tmp_path):
+    config = load_config(
+        write(tmp_path, BASE),
+        [
+            "algo.beta=0",
+            "algo.loss_type=dapo",
+            "model.lora.enabled=true",
+            "rollout.max_prompt_length=none",
+            "optim.learning_rate=3e-4",
+            "rewards=[{name: rec_acc, params: {threshold: 0.7}}]",
+        ],
+    )
+    assert config.algo.beta == 0.0 and config.algo.loss_type == "dapo" and config.model.lora.enabled
+    assert config.optim.learning_rate == 3e-4 and config.rewards[0].params == {"threshold": 0.7}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["algo.loss_type=ppo"], r"algo.loss_type='ppo' is not allowed; choose one of .*'grpo'"),
+        (["algo.bta=0"], r"unknown config key 'algo.bta' \(did you mean 'beta'\?\)"),
+        (["rollout.num_generations=1"], r"num_generations=1 must be >= 2"),
+        (["optim.max_steps=ten"], r"optim.max_steps='ten' must be an integer"),
+        (["rewards=[{name: iou_reward}]"], r"rewards\[0\]: unknown reward 'iou_reward'"),
+        (["rewards=[{name: rec_acc, params: {thresh: 1}}]"], r"no parameter 'thresh'"),
+        (["model.freeze_vision=maybe"], r"must be true or false"),
+        (["algo.scale_rewards=std"], r"algo.scale_rewards='std' is not allowed"),
+    ],
+)
+def test_bad_values_name_the_key_and_choices(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, BASE), override)
+
+
+def test_missing_file_and_missing_data(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="data.train is required"):
+        load_config(write(tmp_path, "seed: 1\n"))

@@ -214,7 +214,8 @@ class CheckpointConfig:
     output_dir: str = "out/grpo"
     """Run folder: checkpoints, logs, rollouts."""
     save_steps: int = 100
-    """Save every N optimiser steps (and at the end)."""
+    """Save every N optimiser steps (and at the end); with num_iterations > 1, at the end of the
+    rollout batch that reaches the step, so resume never loses a half-used batch."""
     keep_last: int = 2
     """Checkpoints to keep (oldest are deleted)."""
     resume: str = "auto"

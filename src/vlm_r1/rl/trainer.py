@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,7 @@ class GRPOTrainer:
             ) as bar:
                 while self.step < cfg.optim.max_steps and not self._stop_requested:
                     batch = self.collect()
+                    first_step = self.step
                     for _ in range(cfg.algo.num_iterations):
                         if self.step >= cfg.optim.max_steps:
                             break
@@ -222,12 +223,15 @@ class GRPOTrainer:
                         )
                         last = self._log(batch, metrics)
                         bar(last)
-                        if (
-                            self.step % cfg.checkpoint.save_steps == 0
-                            or self.step == cfg.optim.max_steps
-                        ):
-                            self.save()
                     self._log_rollouts(batch)
+                    # Checkpoints fall on rollout-batch boundaries, so with num_iterations > 1 no
+                    # half-used batch is lost and resume is exact.
+                    crossed = (
+                        self.step // cfg.checkpoint.save_steps
+                        > first_step // cfg.checkpoint.save_steps
+                    )
+                    if crossed or self.step == cfg.optim.max_steps or self._stop_requested:
+                        self.save()
             if self._stop_requested:
                 logger.warning(
                     "stop requested: saving checkpoint at step %d and exiting", self.step
@@ -307,9 +311,8 @@ class GRPOTrainer:
         params = SamplingParams(
             cfg.num_generations, cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k
         )
-        return self.rollout_backend.generate(
-            self.accelerator.unwrap_model(self.model), prompts, seeds, params
-        )
+        with gathered_for_generation(self.accelerator, self.model) as model:
+            return self.rollout_backend.generate(model, prompts, seeds, params)
 
     def update(self, batch: StepBatch) -> dict[str, Any]:
         """One optimiser step over the batch, in micro-batches with gradient accumulation."""
@@ -325,9 +328,11 @@ class GRPOTrainer:
             epsilon_high=cfg.algo.epsilon_high,
             kl_clamp=cfg.algo.kl_clamp,
             max_completion_length=cfg.rollout.max_completion_length,
-            num_sequences=n * self.accelerator.num_processes,
+            # DDP averages gradients over processes, so each process normalises by its own
+            # sequence count and by the mean token count: the average is the global mean.
+            num_sequences=n,
             num_tokens=float(
-                self.accelerator.reduce(mask.sum().to(self.accelerator.device), "sum")
+                self.accelerator.reduce(mask.sum().to(self.accelerator.device), "mean")
             ),
         )
         chunks = list(range(0, n, cfg.optim.micro_batch_size))
@@ -443,7 +448,7 @@ class GRPOTrainer:
             **{f"reward/{k}": v.mean() for k, v in batch.per_term.items()},
             **update_metrics,
         }
-        metrics = {k: self._mean_over_ranks(v) for k, v in metrics.items()}
+        metrics = {k: self._reduce_over_ranks(v, "mean") for k, v in metrics.items()}
         if (
             self.step % self.config.logging.log_steps == 0
             or self.step == self.config.optim.max_steps
@@ -451,11 +456,11 @@ class GRPOTrainer:
             return self.metrics.log(metrics, self.step)
         return {k: float(v) for k, v in metrics.items()}
 
-    def _mean_over_ranks(self, value: Any) -> torch.Tensor:
+    def _reduce_over_ranks(self, value: Any, how: str) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float32).detach().reshape(())
         if self.accelerator.num_processes == 1:
             return tensor
-        return self.accelerator.reduce(tensor.to(self.accelerator.device), "mean").cpu()
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), how).cpu()
 
     def _log_rollouts(self, batch: StepBatch) -> None:
         every = self.config.logging.rollout_log_steps
@@ -564,6 +569,8 @@ class GRPOTrainer:
             logger.warning("resumed from %s at step %d", path, self.step)
 
     def _load_weights(self, folder: Path) -> None:
+        """Restore trained weights. Full weights go through ``from_pretrained`` (which maps the
+        on-disk key names, e.g. Qwen's ``visual.*``, to the module tree) and are copied in."""
         from safetensors.torch import load_file
 
         model = self.accelerator.unwrap_model(self.model)
@@ -572,16 +579,13 @@ class GRPOTrainer:
 
             set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
             return
-        state: dict[str, torch.Tensor] = {}
-        for file in sorted(folder.glob("*.safetensors")):
-            state.update(load_file(file))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        tied = {k for k in missing if "lm_head" in k or "embed_tokens" in k}
-        if set(missing) - tied or unexpected:
-            raise RuntimeError(
-                f"checkpoint {folder} does not match the model: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
-            )
+        from transformers import AutoModelForImageTextToText
+
+        saved = AutoModelForImageTextToText.from_pretrained(
+            folder, dtype=next(model.parameters()).dtype
+        )
+        model.load_state_dict(saved.state_dict(), strict=True)
+        del saved
 
     def cleanup(self) -> None:
         if self.accelerator.num_processes > 1:
@@ -593,6 +597,25 @@ class GRPOTrainer:
 
 
 # ------------------------------------------------------------------------------- helpers
+@contextmanager
+def gathered_for_generation(accelerator: Any, model: torch.nn.Module):
+    """The unwrapped model with full weights for ``generate``.
+
+    Under DeepSpeed ZeRO-3 parameters are sharded across ranks; they are gathered for the
+    duration of generation (as TRL does), so each rank can generate on its own schedule.
+    Elsewhere this is just ``unwrap_model``.
+    """
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    unwrapped = accelerator.unwrap_model(model)
+    if plugin is not None and plugin.zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield unwrapped
+    else:
+        yield unwrapped
+
+
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():

@@ -1,0 +1,388 @@
+"""What every training recipe (GRPO, SFT) shares: the accelerator, the model with its freezing
+and LoRA, the processor, optimiser and schedule, metric logging, atomic checkpoints and resume.
+
+Recipes compose an ``Engine`` rather than inherit from a trainer class: the GRPO loop and the
+SFT loop stay short and read in their own order, and a checkpoint written by either one has
+the same layout (see ``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlm_r1 import checkpoint as ckpt
+from vlm_r1.config import CheckpointConfig, LoggingConfig, ModelConfig, OptimConfig
+from vlm_r1.models import load_model
+from vlm_r1.tracking import MetricsWriter, tracker_name
+
+logger = logging.getLogger(__name__)
+#: Fault injection for tests: SIGKILL this process right after checkpoint N is committed.
+FAULT_ENV = "VLM_R1_FAULT_KILL_AFTER_CHECKPOINT"
+
+
+@dataclass
+class EngineConfig:
+    model: ModelConfig
+    optim: OptimConfig
+    checkpoint: CheckpointConfig
+    logging: LoggingConfig
+    seed: int
+    full_config: dict[str, Any]
+    keep_reference: bool = False  # a frozen copy for a KL term (full fine-tuning only)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config = config
+        self.output_dir = Path(config.checkpoint.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        tracker = tracker_name(config.logging.report_to)
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), log_with=tracker, project_dir=str(self.output_dir)
+        )
+        set_seed(config.seed)
+        m = config.model
+        processor_kwargs = {
+            k: v
+            for k, v in (("min_pixels", m.min_pixels), ("max_pixels", m.max_pixels))
+            if v is not None
+        }
+        self.adapter, model, self.processor = load_model(
+            m.path,
+            m.family,
+            dtype=m.dtype,
+            attn_implementation=m.attn_implementation,
+            processor_kwargs=processor_kwargs,
+        )
+        tokenizer = self.processor.tokenizer
+        self.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self.ref_model = (
+            self._reference(model) if config.keep_reference and not m.lora.enabled else None
+        )
+        model = self._trainable(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        o = config.optim
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=o.learning_rate,
+            weight_decay=o.weight_decay,
+            betas=(o.adam_beta1, o.adam_beta2),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
+            model, optimizer, scheduler
+        )
+        if tracker:
+            self.accelerator.init_trackers("vlm-r1", config=_flat(config.full_config))
+        self.metrics = MetricsWriter(
+            self.accelerator, self.output_dir, self.accelerator.is_main_process
+        )
+        if self.accelerator.is_main_process:
+            (self.output_dir / "config.json").write_text(json.dumps(config.full_config, indent=2))
+
+    # --------------------------------------------------------------------------- model
+    def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
+        cfg = self.config.model
+        if cfg.freeze_vision:
+            for _, param in self.adapter.vision_parameters(model):
+                param.requires_grad_(False)
+        if cfg.lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            targets = cfg.lora.target_modules or self.adapter.lora_target_regex()
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=cfg.lora.r,
+                    lora_alpha=cfg.lora.alpha,
+                    lora_dropout=cfg.lora.dropout,
+                    target_modules=targets,
+                ),
+            )
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            if cfg.lora.enabled:
+                model.enable_input_require_grads()
+        model.train()
+        return model
+
+    def _reference(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A frozen copy of the initial policy (with LoRA, the base model with adapters off is used)."""
+        ref = copy.deepcopy(model).eval()
+        for param in ref.parameters():
+            param.requires_grad_(False)
+        return ref.to(self.accelerator.device)
+
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The reference policy for the KL term: the frozen copy, or the LoRA model with adapters off."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        with self.unwrapped().disable_adapter():
+            yield self.model
+
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    @contextmanager
+    def for_generation(self) -> Iterator[torch.nn.Module]:
+        """The unwrapped model with full weights for ``generate``.
+
+        Under DeepSpeed ZeRO-3 parameters are sharded across ranks; they are gathered for the
+        duration of generation (as TRL does), so each rank generates on its own schedule.
+        """
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and plugin.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
+                yield self.unwrapped()
+        else:
+            yield self.unwrapped()
+
+    # ----------------------------------------------------------------------- optimiser
+    def _lr_lambda(self, step: int) -> float:
+        cfg = self.config.optim
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.schedule == "cosine":
+            progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    def optimizer_step(self) -> tuple[float, bool]:
+        """Clip, then step if the gradient is finite; returns ``(grad_norm, stepped)``.
+
+        Gradients are already averaged over processes, so every process sees the same norm and
+        makes the same skip decision.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = float(
+            self.accelerator.clip_grad_norm_(
+                params, self.config.optim.max_grad_norm or float("inf")
+            )
+        )
+        stepped = math.isfinite(norm)
+        if stepped:
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm, stepped
+
+    # ---------------------------------------------------------------------- reductions
+    def all_ranks_min(self, value: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return value
+        tensor = torch.tensor([value], device=self.accelerator.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MIN)
+        return int(tensor.item())
+
+    def mean_over_ranks(self, value: Any) -> torch.Tensor:
+        tensor = torch.as_tensor(value, dtype=torch.float32).detach().reshape(())
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), "mean").cpu()
+
+    # --------------------------------------------------------------------- checkpoints
+    def save(self, step: int, state: dict[str, Any], final: bool = False) -> Path | None:
+        """Write ``checkpoint-<step>`` atomically (every rank writes its RNG state)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        stage = ckpt.staging_dir(self.output_dir, step)
+        if acc.is_main_process:
+            ckpt.begin(self.output_dir, step)
+            self._save_model(stage / "model")
+        acc.wait_for_everyone()
+        ckpt.write_rank_state(stage, acc.process_index)
+        acc.wait_for_everyone()
+        path = None
+        if acc.is_main_process:
+            full_state = {
+                **state,
+                "step": step,
+                "world_size": acc.num_processes,
+                "lora": self.config.model.lora.enabled,
+            }
+            ckpt.write_training_state(stage, self.optimizer, self.scheduler, full_state)
+            path = ckpt.commit(self.output_dir, step, self.config.checkpoint.keep_last)
+            if final:
+                self._save_final(self.output_dir / "final")
+        acc.wait_for_everyone()
+        if os.environ.get(FAULT_ENV) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    def _save_model(self, folder: Path) -> None:
+        self.unwrapped().save_pretrained(
+            folder, state_dict=self.accelerator.get_state_dict(self.model)
+        )
+        self.processor.save_pretrained(folder)
+        if self.config.model.lora.enabled and self.config.model.lora.save_merged:
+            self._save_merged(folder / "merged")
+
+    def _save_merged(self, folder: Path) -> None:
+        merged = copy.deepcopy(self.unwrapped()).merge_and_unload()
+        merged.save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+
+    def _save_final(self, folder: Path) -> None:
+        """A plain checkpoint that ``AutoModelForImageTextToText.from_pretrained`` loads (LoRA merged)."""
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if self.config.model.lora.enabled:
+            self._save_merged(tmp)
+        else:
+            self._save_model(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+
+    def resume(self) -> dict[str, Any] | None:
+        """Restore the newest (or the configured) checkpoint; returns its trainer state."""
+        setting = self.config.checkpoint.resume
+        if setting == "none":
+            return None
+        path = ckpt.latest_checkpoint(self.output_dir) if setting == "auto" else Path(setting)
+        if path is None:
+            return None
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise FileNotFoundError(
+                f"checkpoint.resume={setting!r}: {path} is not a complete checkpoint"
+            )
+        self._load_weights(path / "model")
+        ckpt.load_training_state(
+            path, self.optimizer, self.scheduler, self.accelerator.process_index
+        )
+        state = ckpt.read_state(path)
+        if self.accelerator.is_main_process:
+            logger.warning("resumed from %s at step %d", path, state["step"])
+        return state
+
+    def _load_weights(self, folder: Path) -> None:
+        """Full weights go through ``from_pretrained`` (which maps on-disk key names such as
+        Qwen's ``visual.*`` to the module tree) and are copied in; LoRA loads the adapter."""
+        from safetensors.torch import load_file
+
+        model = self.unwrapped()
+        if self.config.model.lora.enabled:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+            return
+        from transformers import AutoModelForImageTextToText
+
+        saved = AutoModelForImageTextToText.from_pretrained(
+            folder, dtype=next(model.parameters()).dtype
+        )
+        model.load_state_dict(saved.state_dict(), strict=True)
+
+    def cleanup(self) -> None:
+        if self.accelerator.num_processes > 1:
+            digest = parameter_digest(self.unwrapped())
+            (self.output_dir / f"param_digest_rank{self.accelerator.process_index}.txt").write_text(
+                digest
+            )
+        self.accelerator.end_training()
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter's values (equal digests = identical weights, e.g. across ranks)."""
+    h = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(param.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+class StopSignal:
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits at a safe point."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Progress:
+    """A rich progress bar; ``update(metrics)`` advances it and shows a few numbers."""
+
+    def __init__(self, enabled: bool, total: int, start: int, label: str, fields: tuple[str, ...]):
+        self.enabled, self.total, self.start, self.label, self.fields = (
+            enabled,
+            total,
+            start,
+            label,
+            fields,
+        )
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                self.label, total=self.total, completed=self.start, info=""
+            )
+        return self
+
+    def update(self, metrics: dict[str, float]) -> None:
+        if self.enabled:
+            info = "  ".join(f"{k} {metrics[k]:.3g}" for k in self.fields if k in metrics)
+            self._bar.update(self._task, advance=1, info=info)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)

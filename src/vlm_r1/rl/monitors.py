@@ -1,0 +1,128 @@
+"""Reward-hacking, "aha" and reward-diagnostic signals over a batch of completions.
+
+Hacking (VLM-R1 paper, sec. 4.3): detection rewards are gamed with empty answers, one box
+covering the whole image, or floods of (duplicate) boxes. Aha (sec. 4.4): during RL the model
+starts re-checking candidates in its thinking. Diagnostics answer the question VLM-R1 users ask
+most: "format reward is 1, why is the IoU reward 0?" -- no answer tag, an unparsable answer, a
+box outside the image (usually a coordinate-system mismatch), or a real miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vlm_r1.models.boxes import BoxSpace
+from vlm_r1.rewards.box_math import iou_matrix
+from vlm_r1.rewards.common import gt_boxes
+from vlm_r1.rewards.parsing import extract_answer, parse_boxes
+
+RECHECK_PHRASES = (
+    "wait",
+    "let me check",
+    "check again",
+    "double-check",
+    "double check",
+    "re-check",
+    "recheck",
+    "look again",
+    "verify",
+    "actually",
+    "on second thought",
+)
+WHOLE_IMAGE_IOU = 0.9
+DUPLICATE_IOU = 0.9
+
+
+def completion_monitors(
+    texts: Sequence[str],
+    solutions: Sequence[Any],
+    tasks: Sequence[str],
+    spaces: Sequence[BoxSpace | None],
+    recheck_phrases: Sequence[str] = RECHECK_PHRASES,
+) -> dict[str, float]:
+    """Rates over the batch (each in [0, 1] except lengths and the count ratio)."""
+    counts = {
+        "empty_answer": 0,
+        "whole_image_box": 0,
+        "duplicate_boxes": 0,
+        "recheck": 0,
+        "why0/no_answer": 0,
+        "why0/unparsable": 0,
+        "why0/outside_image": 0,
+        "why0/iou_zero": 0,
+    }
+    think_words, box_ratios, n_boxes, n_box_samples = [], [], 0, 0
+    lowered = [p.lower() for p in recheck_phrases]
+    for text, solution, task, space in zip(texts, solutions, tasks, spaces, strict=True):
+        parsed = extract_answer(text)
+        think = (parsed.think or "").lower()
+        think_words.append(len(think.split()))
+        counts["recheck"] += any(p in think for p in lowered)
+        if (
+            parsed.answer is None
+            or not parsed.answer.strip()
+            or parsed.answer.strip().lower() == "none"
+        ):
+            counts["empty_answer"] += 1
+        if task not in ("rec", "ovd"):
+            continue
+        n_box_samples += 1
+        boxes = parse_boxes(parsed.answer)
+        pred = np.array([b.box for b in boxes.boxes], dtype=float).reshape(-1, 4)
+        gt, _ = gt_boxes(solution)
+        box_ratios.append(len(pred) / max(len(gt), 1))
+        n_boxes += len(pred)
+        if parsed.answer is None:
+            counts["why0/no_answer"] += 1
+            continue
+        if not len(pred):
+            counts["why0/unparsable"] += boxes.status not in ("none",)
+            continue
+        if space is not None:
+            extent = np.array(space.extent())
+            outside = (pred[:, :2] < -1e-6).any() or (pred[:, 2:] > extent + 1e-6).any()
+            counts["why0/outside_image"] += bool(outside)
+            pixels = np.asarray(pred) / np.array([*space.scale(), *space.scale()])
+            full = np.array([[0.0, 0.0, *space.original_size]])
+            counts["whole_image_box"] += bool((iou_matrix(pixels, full) > WHOLE_IMAGE_IOU).any())
+            if len(gt) and not (iou_matrix(pixels, gt) > 0).any():
+                counts["why0/iou_zero"] += 1
+        if len(pred) > 1:
+            pairwise = np.triu(iou_matrix(pred, pred), k=1)
+            counts["duplicate_boxes"] += int((pairwise > DUPLICATE_IOU).any(axis=0).sum())
+    n = max(len(texts), 1)
+    out = {
+        f"monitor/{k}": v / max(n_box_samples, 1) for k, v in counts.items() if k.startswith("why0")
+    }
+    out.update(
+        {
+            "monitor/empty_answer_rate": counts["empty_answer"] / n,
+            "monitor/recheck_rate": counts["recheck"] / n,
+            "monitor/think_words": float(np.mean(think_words)) if think_words else 0.0,
+        }
+    )
+    if n_box_samples:
+        out.update(
+            {
+                "monitor/whole_image_box_rate": counts["whole_image_box"] / n_box_samples,
+                "monitor/pred_gt_box_ratio": float(np.mean(box_ratios)),
+                "monitor/duplicate_box_rate": counts["duplicate_boxes"] / max(n_boxes, 1),
+            }
+        )
+    return out
+
+
+def rollout_monitors(
+    rollout: Any, recheck_phrases: Sequence[str] = RECHECK_PHRASES
+) -> dict[str, float]:
+    rows = [rollout.prompt_of(i) for i in range(len(rollout.texts))]
+    return completion_monitors(
+        rollout.texts,
+        [p.sample.solution for p in rows],
+        [p.sample.task for p in rows],
+        [p.box_space for p in rows],
+        recheck_phrases,
+    )

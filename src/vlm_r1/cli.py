@@ -73,6 +73,44 @@ def train(
     run_training(load_config(config, overrides))
 
 
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option(
+        ..., "--model", help="Checkpoint folder, LoRA adapter folder or hub id."
+    ),
+    data: str = typer.Option(..., "--data", help="JSONL/JSON file(s), ':'-joined."),
+    out: Path = typer.Option(None, "--out", help="Folder for predictions.jsonl and metrics.json."),
+    image_folders: str = typer.Option(None, "--image-folders", help="Image folder(s), ':'-joined."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    metric_convention: str = typer.Option(
+        "default",
+        "--metric-convention",
+        help="default (IoU >= 0.5) or vlm-r1 (IoU > 0.5, +1 pixels).",
+    ),
+    limit: int = typer.Option(
+        None, "--limit", help="Evaluate N random samples (seed 42), as VLM-R1 does."
+    ),
+    family: str = typer.Option(None, "--family", help="Override the detected model family."),
+) -> None:
+    """Greedy evaluation: REC Acc@0.5 / mIoU, detection mAP, counting / QA accuracy."""
+    from vlm_r1.eval.report_table import print_metrics
+    from vlm_r1.eval.runner import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        model,
+        data,
+        out,
+        image_folders,
+        batch_size,
+        max_new_tokens,
+        metric_convention,
+        limit,
+        family,
+    )
+    print_metrics(metrics)
+
+
 make_data = typer.Typer(no_args_is_help=True, help="Write datasets as VLM-R1 JSONL.")
 app.add_typer(make_data, name="make-data")
 

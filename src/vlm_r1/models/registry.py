@@ -93,10 +93,38 @@ def detect_adapter(path: str | os.PathLike, family: str | None = None) -> VLMAda
     return adapter_for_model_type(read_model_type(path), str(path))
 
 
+def lora_base(path: str | os.PathLike) -> str | None:
+    """The base model of a LoRA adapter folder (``adapter_config.json``), else ``None``."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file() or (Path(path) / "config.json").is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{config} does not name its base model (base_model_name_or_path)")
+    return str(base)
+
+
 def load_model(
     path: str | os.PathLike, family: str | None = None, **load_kwargs: Any
 ) -> tuple[VLMAdapter, Any, Any]:
-    """Load ``(adapter, model, processor)`` from a local folder or hub id, with clear errors."""
-    adapter = detect_adapter(path, family)
-    model, processor = adapter.load(path, **load_kwargs)
+    """Load ``(adapter, model, processor)`` from a local folder, a hub id, or a LoRA adapter
+    folder (loaded on its base model and merged), with clear errors."""
+    base = lora_base(path)
+    if base is None:
+        adapter = detect_adapter(path, family)
+        model, processor = adapter.load(path, **load_kwargs)
+        return adapter, model, processor
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    adapter = detect_adapter(base, family)
+    model, processor = adapter.load(base, **load_kwargs)
+    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    if (Path(path) / "processor_config.json").is_file() or (
+        Path(path) / "preprocessor_config.json"
+    ).is_file():
+        processor = AutoProcessor.from_pretrained(
+            str(path), **load_kwargs.get("processor_kwargs", {}) or {}
+        )
+        processor.tokenizer.padding_side = "left"
     return adapter, model, processor

@@ -22,7 +22,9 @@ def test_hacking_aha_and_diagnostic_signals():
     assert m["monitor/recheck_rate"] == pytest.approx(1 / 7)
     assert m["monitor/empty_answer_rate"] == pytest.approx(2 / 7)  # empty + missing answer
     assert m["monitor/whole_image_box_rate"] == pytest.approx(1 / 7)
-    assert m["monitor/duplicate_box_rate"] == pytest.approx(2 / 6)  # 2 of the 6 predicted boxes repeat one
+    assert m["monitor/duplicate_box_rate"] == pytest.approx(
+        2 / 6
+    )  # 2 of the 6 predicted boxes repeat one
     assert m["monitor/pred_gt_box_ratio"] == pytest.approx((1 + 0 + 1 + 3 + 0 + 1 + 0) / 7)
     assert m["monitor/why0/no_answer"] == pytest.approx(1 / 7)
     assert m["monitor/why0/unparsable"] == pytest.approx(2 / 7)  # the empty answer and the prose

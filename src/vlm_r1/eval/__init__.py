@@ -1,0 +1,1 @@
+"""Evaluation: REC accuracy / mean IoU, COCO detection mAP, counting and QA accuracy."""

@@ -73,6 +73,23 @@ def train(
     run_training(load_config(config, overrides))
 
 
+@app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sft(
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", help="YAML recipe, e.g. configs/sft_rec.yaml."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+) -> None:
+    """Supervised fine-tuning (the baseline / warm start). Extra arguments are overrides."""
+    import logging
+
+    from vlm_r1.config import load_config
+    from vlm_r1.sft import SFTConfig, run_sft
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(ctx.args) + (["checkpoint.resume=auto"] if resume else [])
+    run_sft(load_config(config, overrides, cls=SFTConfig))
+
+
 @app.command("eval")
 def evaluate(
     model: str = typer.Option(

@@ -6,14 +6,17 @@ import pytest
 import yaml
 
 from vlm_r1.config import load_config
+from vlm_r1.sft import SFTConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_recipe_validates(recipe):
-    config = load_config(recipe)
-    assert config.rollout.num_generations >= 2
+    if recipe.name.startswith("sft"):
+        assert load_config(recipe, cls=SFTConfig).optim.max_steps > 0
+    else:
+        assert load_config(recipe).rollout.num_generations >= 2
 
 
 @pytest.mark.parametrize(

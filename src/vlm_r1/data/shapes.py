@@ -52,7 +52,9 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
     }
 )
 SPLITS: tuple[str, ...] = ("train", "eval_in", "eval_ood")
-TASK_KINDS = ("rec", "ovd", "count")
+#: ``locate`` is REC on single-object scenes ("the red circle"): basic grounding for warm starts.
+TASK_KINDS = ("rec", "ovd", "count", "locate")
+DEFAULT_TASKS = ("rec", "ovd", "count")
 IN_DOMAIN_KINDS = ("attribute", "relation")
 OOD_KINDS = ("superlative", "ordinal", "negation")
 SIZE_FRACTIONS = {"small": (0.11, 0.15), "large": (0.22, 0.29)}
@@ -182,7 +184,7 @@ def _ordered(
 def resolve(expr: Expression, scene: Sequence[Obj], image_size: tuple[int, int]) -> list[int]:
     """Indices of the objects the expression refers to (a valid expression gives exactly one)."""
     cands = [(i, o) for i, o in enumerate(scene) if _matches(o, expr.shape, expr.colour, expr.size)]
-    if expr.kind == "attribute":
+    if expr.kind in ("attribute", "locate"):
         return [i for i, _ in cands]
     if expr.kind == "relation":
         anchors = [o for o in scene if _matches(o, **expr.anchor)]  # type: ignore[arg-type]
@@ -502,7 +504,19 @@ def _count(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> 
     )
 
 
-_TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count}
+def _locate(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> ShapesRecord:
+    while True:
+        image_size = _image_size(size_spec, rng)
+        scene = make_scene(rng, image_size, split, 1)
+        if scene:
+            break
+    obj = scene[0]
+    expr = Expression("locate", f"the {obj.colour} {obj.shape}", obj.shape, obj.colour)
+    meta = {"kind": "locate", "expression": asdict(expr), "target": 0}
+    return ShapesRecord("rec", REC_QUESTION.format(expr.text), json.dumps(list(obj.box)), scene, image_size, meta)
+
+
+_TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count, "locate": _locate}
 
 
 def generate(
@@ -537,7 +551,7 @@ def write_shapes(
     n_eval: int = 200,
     seed: int = 0,
     image_size: str | int = "224",
-    tasks: Sequence[str] = TASK_KINDS,
+    tasks: Sequence[str] = DEFAULT_TASKS,
 ) -> dict[str, Path]:
     """Write ``{task}_{split}.jsonl`` files and PNGs under ``out``; returns the JSONL paths."""
     out = Path(out)

@@ -43,15 +43,22 @@ def tiny_model(
 @app.command("demo")
 def demo(
     out: Path = typer.Option(
-        None, "--out", help="Folder for the demo's data (default: a temp folder)."
+        Path("out/demo"), "--out", help="Folder for data, runs, metrics.json, report.html."
     ),
-    family: str = typer.Option("qwen2_5_vl", "--family"),
+    quick: bool = typer.Option(
+        False, "--quick", help="A smaller run (about 3 minutes; used by CI)."
+    ),
+    full: bool = typer.Option(
+        False, "--full", help="Add the detection ablation (AP vs odLength reward)."
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Build a tiny VLM and ground one referring expression end to end."""
+    """The paper in miniature: warm start, then SFT vs GRPO, evaluated in and out of domain."""
     from vlm_r1.demo import run_demo
 
-    run_demo(out, family, seed)
+    if quick and full:
+        raise UserError("--quick and --full exclude each other")
+    run_demo(out, "quick" if quick else "full" if full else "default", seed)
 
 
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -126,6 +133,27 @@ def evaluate(
         family,
     )
     print_metrics(metrics)
+
+
+@app.command("report")
+def report(
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders (each with metrics.jsonl, rollouts/)."
+    ),
+    out: Path = typer.Option(None, "--out", help="HTML file (default: <first run>/report.html)."),
+) -> None:
+    """A self-contained HTML report: curves (runs overlaid), eval table, rollouts with boxes."""
+    import json
+
+    from vlm_r1.report.html import build_report
+
+    for run in runs:
+        if not (run / "metrics.jsonl").is_file():
+            raise UserError(f"{run} has no metrics.jsonl (is it a vlm-r1 run folder?)")
+    eval_file = runs[0] / "eval_metrics.json"
+    evals = json.loads(eval_file.read_text()) if eval_file.is_file() else None
+    path = build_report({r.name: r for r in runs}, out or runs[0] / "report.html", evals)
+    typer.echo(str(path))
 
 
 make_data = typer.Typer(no_args_is_help=True, help="Write datasets as VLM-R1 JSONL.")

@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 
-from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig, to_dict
+from vlm_r1.config import (
+    CheckpointConfig,
+    DataConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimConfig,
+    to_dict,
+)
 from vlm_r1.engine import Engine, EngineConfig, Progress, StopSignal
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.rewards.common import gt_boxes
@@ -40,7 +47,9 @@ class SFTConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=_sft_optim)
     """``prompts_per_step`` is the number of samples per optimiser step."""
-    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(output_dir="out/sft"))
+    checkpoint: CheckpointConfig = field(
+        default_factory=lambda: CheckpointConfig(output_dir="out/sft")
+    )
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     think: bool = True
     """Prefix the answer with a short templated <think> so the format matches GRPO's."""
@@ -62,12 +71,22 @@ def target_text(prompt: PreparedPrompt, adapter: VLMAdapter, processor: Any, thi
         if sample.task == "rec":
             answer = json.dumps(ints[0])
         else:
-            answer = json.dumps([{"bbox_2d": b, "label": lab} for b, lab in zip(ints, labels, strict=True)]) if ints else "None"
+            answer = (
+                json.dumps(
+                    [{"bbox_2d": b, "label": lab} for b, lab in zip(ints, labels, strict=True)]
+                )
+                if ints
+                else "None"
+            )
         reasoning = "I find the object the question describes."
     else:
         answer = str(sample.solution)
         reasoning = "I look at the image to answer."
-    return f"<think>{reasoning}</think><answer>{answer}</answer>" if think else f"<answer>{answer}</answer>"
+    return (
+        f"<think>{reasoning}</think><answer>{answer}</answer>"
+        if think
+        else f"<answer>{answer}</answer>"
+    )
 
 
 class SFTTrainer:
@@ -77,11 +96,14 @@ class SFTTrainer:
 
     def setup(self) -> None:
         cfg = self.config
-        self.engine = Engine(EngineConfig(cfg.model, cfg.optim, cfg.checkpoint, cfg.logging, cfg.seed, to_dict(cfg)))
+        self.engine = Engine(
+            EngineConfig(cfg.model, cfg.optim, cfg.checkpoint, cfg.logging, cfg.seed, to_dict(cfg))
+        )
         acc = self.engine.accelerator
         self.samples = load_training_samples(cfg.data, acc.is_main_process)
-        self.sampler = PromptSampler(len(self.samples), cfg.seed, cfg.data.shuffle, acc.process_index,
-                                     acc.num_processes)
+        self.sampler = PromptSampler(
+            len(self.samples), cfg.seed, cfg.data.shuffle, acc.process_index, acc.num_processes
+        )
         tokenizer = self.engine.processor.tokenizer
         self.eos_text = self.engine.adapter.eos_token
         self.tokenizer = tokenizer
@@ -93,7 +115,10 @@ class SFTTrainer:
     def _targets(self, prompts: list[PreparedPrompt]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded target token ids ``[N, T]`` (EOS appended) and their mask."""
         engine = self.engine
-        texts = [target_text(p, engine.adapter, engine.processor, self.config.think) + self.eos_text for p in prompts]
+        texts = [
+            target_text(p, engine.adapter, engine.processor, self.config.think) + self.eos_text
+            for p in prompts
+        ]
         encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), engine.pad_token_id, dtype=torch.long)
@@ -107,20 +132,38 @@ class SFTTrainer:
         cfg, engine = self.config, self.engine
         last: dict[str, float] = {}
         show = cfg.logging.progress and engine.accelerator.is_main_process
-        with StopSignal() as stop, Progress(show, cfg.optim.max_steps, self.step, "SFT", ("loss", "token_accuracy")) as bar:
+        with (
+            StopSignal() as stop,
+            Progress(
+                show, cfg.optim.max_steps, self.step, "SFT", ("loss", "token_accuracy")
+            ) as bar,
+        ):
             while self.step < cfg.optim.max_steps and not stop.requested:
                 started = time.perf_counter()
-                prompts = [prepare_prompt(engine.adapter, engine.processor, self.samples[i])
-                           for _, i in self.sampler.take(cfg.optim.prompts_per_step)]
+                prompts = [
+                    prepare_prompt(engine.adapter, engine.processor, self.samples[i])
+                    for _, i in self.sampler.take(cfg.optim.prompts_per_step)
+                ]
                 metrics = self.update(prompts)
                 self.step += 1
                 metrics["step_seconds"] = time.perf_counter() - started
                 metrics = {k: engine.mean_over_ranks(v) for k, v in metrics.items()}
-                last = engine.metrics.log(metrics, self.step) if self.step % cfg.logging.log_steps == 0 else last
+                last = (
+                    engine.metrics.log(metrics, self.step)
+                    if self.step % cfg.logging.log_steps == 0
+                    else last
+                )
                 bar.update({k: float(v) for k, v in metrics.items()})
-                if self.step % cfg.checkpoint.save_steps == 0 or self.step == cfg.optim.max_steps or stop.requested:
-                    engine.save(self.step, {"sampler": self.sampler.state_dict()},
-                                final=self.step == cfg.optim.max_steps)
+                if (
+                    self.step % cfg.checkpoint.save_steps == 0
+                    or self.step == cfg.optim.max_steps
+                    or stop.requested
+                ):
+                    engine.save(
+                        self.step,
+                        {"sampler": self.sampler.state_dict()},
+                        final=self.step == cfg.optim.max_steps,
+                    )
         return last
 
     def update(self, prompts: list[PreparedPrompt]) -> dict[str, Any]:
@@ -132,17 +175,28 @@ class SFTTrainer:
         starts = list(range(0, len(prompts), size))
         for k, start in enumerate(starts):
             rows = slice(start, start + size)
-            context = engine.accelerator.no_sync(engine.model) if k < len(starts) - 1 else nullcontext()
+            context = (
+                engine.accelerator.no_sync(engine.model) if k < len(starts) - 1 else nullcontext()
+            )
             with context:
-                logps = completion_logprobs(engine.model, prompts[rows], ids[rows], mask[rows], engine.pad_token_id)
+                logps = completion_logprobs(
+                    engine.model, prompts[rows], ids[rows], mask[rows], engine.pad_token_id
+                )
                 m = mask[rows].to(logps.device).float()
                 loss = -(logps * m).sum() / total_tokens  # token mean over the whole step
                 engine.accelerator.backward(loss)
             loss_total += loss.detach().cpu()
-            correct += ((logps.detach() > -0.6931).float() * m).sum().cpu()  # p > 0.5: the argmax token
+            correct += (
+                ((logps.detach() > -0.6931).float() * m).sum().cpu()
+            )  # p > 0.5: the argmax token
         grad_norm, stepped = engine.optimizer_step()
-        return {"loss": loss_total, "token_accuracy": correct / total_tokens, "grad_norm": grad_norm,
-                "learning_rate": engine.scheduler.get_last_lr()[0], "skipped": float(not stepped)}
+        return {
+            "loss": loss_total,
+            "token_accuracy": correct / total_tokens,
+            "grad_norm": grad_norm,
+            "learning_rate": engine.scheduler.get_last_lr()[0],
+            "skipped": float(not stepped),
+        }
 
     def cleanup(self) -> None:
         self.engine.cleanup()

@@ -513,7 +513,9 @@ def _locate(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) ->
     obj = scene[0]
     expr = Expression("locate", f"the {obj.colour} {obj.shape}", obj.shape, obj.colour)
     meta = {"kind": "locate", "expression": asdict(expr), "target": 0}
-    return ShapesRecord("rec", REC_QUESTION.format(expr.text), json.dumps(list(obj.box)), scene, image_size, meta)
+    return ShapesRecord(
+        "rec", REC_QUESTION.format(expr.text), json.dumps(list(obj.box)), scene, image_size, meta
+    )
 
 
 _TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count, "locate": _locate}

@@ -17,6 +17,7 @@ import numpy as np
 from vlm_r1.models.boxes import BoxSpace
 from vlm_r1.rewards.box_math import iou_matrix
 from vlm_r1.rewards.common import gt_boxes
+from vlm_r1.rewards.format import is_strict_format
 from vlm_r1.rewards.parsing import extract_answer, parse_boxes
 
 RECHECK_PHRASES = (
@@ -99,6 +100,9 @@ def completion_monitors(
     }
     out.update(
         {
+            "monitor/format_pass": float(np.mean([is_strict_format(t) for t in texts]))
+            if texts
+            else 0.0,
             "monitor/empty_answer_rate": counts["empty_answer"] / n,
             "monitor/recheck_rate": counts["recheck"] / n,
             "monitor/think_words": float(np.mean(think_words)) if think_words else 0.0,

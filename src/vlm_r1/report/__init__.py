@@ -1,0 +1,1 @@
+"""Training reports: metric plots, the evaluation table, rollouts with boxes drawn."""

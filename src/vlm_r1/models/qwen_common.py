@@ -1,0 +1,74 @@
+"""What the Qwen-VL families (2, 2.5, 3) share: ChatML with vision placeholders, the vision
+tower under ``model.visual``, ``smart_resize`` preprocessing, and the shape of their configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vlm_r1.models import boxes as box_math
+from vlm_r1.models.adapter import TinyRecipe, VLMAdapter
+from vlm_r1.models.chat_templates import QWEN_PLACEHOLDERS, QWEN_SPECIAL_TOKENS
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Split head_dim/2 rotary frequencies into (temporal, height, width) as Qwen does (16/24/24 of 64)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def qwen_image_processor_size(processor: Any) -> tuple[int, int, int]:
+    """``(factor, min_pixels, max_pixels)`` of a Qwen image processor, whatever its version."""
+    ip = processor.image_processor
+    size = dict(getattr(ip, "size", None) or {})
+    min_pixels = size.get("shortest_edge") or getattr(ip, "min_pixels", None) or 56 * 56
+    max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None) or 28 * 28 * 1280
+    return int(ip.patch_size * ip.merge_size), int(min_pixels), int(max_pixels)
+
+
+def tiny_text_config(recipe: TinyRecipe, token_ids: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """The text-model part of a tiny Qwen-VL config (multimodal rotary sections included)."""
+    head_dim = recipe.hidden // recipe.heads
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(head_dim)}
+    rope.update(extra.pop("rope", {}))
+    return dict(
+        vocab_size=recipe.vocab_size,
+        hidden_size=recipe.hidden,
+        intermediate_size=recipe.intermediate,
+        num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads,
+        num_key_value_heads=recipe.kv_heads,
+        max_position_embeddings=4096,
+        rope_parameters=rope,
+        bos_token_id=token_ids["<|endoftext|>"],
+        eos_token_id=token_ids["<|im_end|>"],
+        pad_token_id=token_ids["<|endoftext|>"],
+        **extra,
+    )
+
+
+def vision_token_ids(token_ids: dict[str, int]) -> dict[str, Any]:
+    """Top-level config ids; Qwen's defaults assume its 151k vocabulary, so set them to ours."""
+    return dict(
+        image_token_id=token_ids["<|image_pad|>"],
+        video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"],
+        vision_end_token_id=token_ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+@dataclass
+class QwenVLAdapter(VLMAdapter):
+    vision_prefixes: tuple[str, ...] = ("model.visual", "visual")
+    special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
+    placeholder_tokens: tuple[str, ...] = QWEN_PLACEHOLDERS
+
+    def model_input_size(self, processor: Any, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` after the processor's ``smart_resize``."""
+        factor, min_pixels, max_pixels = qwen_image_processor_size(processor)
+        w, h = image_size
+        rh, rw = box_math.smart_resize(h, w, factor, min_pixels, max_pixels)
+        return rw, rh

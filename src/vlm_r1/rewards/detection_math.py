@@ -156,10 +156,10 @@ def _average_precision(
     the detections found contributes 0, as in pycocotools.
     """
     units, t, max_d = det_matched.shape
-    valid = det_valid[:, None, :]  # [U, 1, D]
-    tp = np.cumsum(det_matched & valid, axis=-1, dtype=np.float64)  # [U, T, D]
-    fp = np.cumsum(~det_matched & valid, axis=-1, dtype=np.float64)
-    precision = np.where(valid, tp / (tp + fp + np.spacing(1)), 0.0)
+    valid = det_valid[:, None, :]  # [U, 1, D]; valid detections are a prefix of each unit
+    tp = np.cumsum(det_matched & valid, axis=-1, dtype=np.int32).astype(np.float64)  # [U, T, D]
+    seen = np.arange(1, max_d + 1, dtype=np.float64)  # tp + fp at each valid position
+    precision = np.where(valid, tp / (seen + np.spacing(1)), 0.0)
     envelope = np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]  # [U, T, D]
     max_gt = int(n_gt.max())
     # value[u, t, k] = envelope at the k-th true positive (k = 0: at the first detection).

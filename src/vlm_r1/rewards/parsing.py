@@ -144,7 +144,7 @@ def _label_and_score(data: dict) -> tuple[str | None, float]:
             if key in data and (value := _finite(data[key])) is not None:
                 score = value
                 break
-    return (label.strip() if label else None), score
+    return ((label.strip() or None) if label else None), score
 
 
 def boxes_from_json(data: Any, out: list[ParsedBox], depth: int = 0) -> None:
@@ -165,6 +165,15 @@ def boxes_from_json(data: Any, out: list[ParsedBox], depth: int = 0) -> None:
             out.append(ParsedBox(box))
             return
         for item in data[:MAX_BOXES]:
+            # Fast path for the common VLM-R1 answer, a list of {"bbox_2d": [...], "label": ...}.
+            if type(item) is dict and (box := _as_box(item.get("bbox_2d"))) is not None:
+                if len(out) < MAX_BOXES:
+                    label = item.get("label")
+                    if len(item) == 2 and type(label) is str:  # just a box and a label
+                        out.append(ParsedBox(box, label.strip() or None, 1.0))
+                    else:
+                        out.append(ParsedBox(box, *_label_and_score(item)))
+                continue
             boxes_from_json(item, out, depth + 1)
 
 

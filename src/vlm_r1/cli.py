@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -224,7 +225,8 @@ def make_coco(
 
 
 def main() -> None:
-    """Console entry point: known user errors become one red line and exit code 2."""
+    """Console entry point: known user errors become one red line and exit code 2
+    (``VLM_R1_DEBUG=1`` shows the traceback instead)."""
     from vlm_r1.models.adapter import ModelLoadError
 
     _quiet_libraries()
@@ -236,7 +238,9 @@ def main() -> None:
         ValueError,
         FileNotFoundError,
         OSError,
-    ) as err:  # incl. ConfigError, DataError
+    ) as err:  # incl. ConfigError, DataError, RewardConfigError
+        if os.environ.get("VLM_R1_DEBUG"):
+            raise  # the full traceback, for bug reports
         _fail_quietly(str(err))
 
 

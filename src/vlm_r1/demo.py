@@ -280,14 +280,28 @@ def _acc(results: dict[str, Any], model: str, split: str) -> float:
     return float(results.get(model, {}).get(split, {}).get("rec", {}).get("acc@0.5", float("nan")))
 
 
+def _miou(results: dict[str, Any], model: str, split: str) -> float:
+    return float(results.get(model, {}).get(split, {}).get("rec", {}).get("miou", float("nan")))
+
+
 def _verdicts(results: dict[str, Any]) -> list[str]:
+    """Plain statements of what this run measured (no claim the numbers do not support)."""
     lines = []
     for split, label in (("eval_in", "in domain"), ("eval_ood", "out of domain")):
-        start, sft, grpo = (_acc(results, m, split) for m in ("start", "sft", "grpo"))
-        best = "GRPO" if grpo > sft else "SFT" if sft > grpo else "neither"
+        acc = {m: _acc(results, m, split) for m in ("start", "sft", "grpo")}
+        miou = {m: _miou(results, m, split) for m in ("start", "sft", "grpo")}
+        key, values = ("Acc@0.5", acc) if max(acc.values()) > 0 else ("mean IoU", miou)
+        best = max(("sft", "grpo"), key=lambda m: values[m])
+        other = "sft" if best == "grpo" else "grpo"
+        verdict = (
+            f"{best.upper()} is ahead on {key}"
+            if values[best] > values[other]
+            else f"SFT and GRPO tie on {key}"
+        )
         lines.append(
-            f"{label}: Acc@0.5 start {start:.3f}, SFT {sft:.3f}, GRPO {grpo:.3f} -> "
-            f"{best + ' is ahead' if best != 'neither' else 'SFT and GRPO tie'} at this scale."
+            f"{label}: Acc@0.5 start {acc['start']:.3f} / SFT {acc['sft']:.3f} / GRPO {acc['grpo']:.3f}; "
+            f"mean IoU {miou['start']:.3f} / {miou['sft']:.3f} / {miou['grpo']:.3f} -> {verdict}"
+            f"{'' if max(acc.values()) > 0 else ' (no model reaches IoU 0.5 at this scale)'}."
         )
     if "grpo_ap" in results:
         ap = results["grpo_ap"]["eval_in"].get("ovd", {})

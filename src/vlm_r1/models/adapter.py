@@ -174,9 +174,6 @@ class VLMAdapter:
         """The task's instruction around a question (VLM-R1 wording: think, then answer)."""
         return TASK_TEMPLATES[task].format(question=question)
 
-    def rec_prompt(self, question: str) -> str:
-        return self.prompt("rec", question)
-
     def prompt_texts(
         self, processor: Any, num_images: Sequence[int], texts: Sequence[str]
     ) -> list[str]:

@@ -41,7 +41,8 @@ def prepare_prompt(adapter: VLMAdapter, processor: Any, sample: Sample) -> Prepa
     return PreparedPrompt(sample, features, space, images[0].size if images else None)
 
 
-def _is_sequence(key: str, value: torch.Tensor, length: int) -> bool:
+def is_sequence_tensor(value: torch.Tensor, length: int) -> bool:
+    """A per-token tensor of one prompt (``[1, length]``: ids, masks, token types)."""
     return value.ndim == 2 and value.shape[0] == 1 and value.shape[1] == length
 
 
@@ -56,7 +57,7 @@ def stack_prompts(
         for f in features:
             value = f[key]
             length = int(f["input_ids"].shape[1])
-            if _is_sequence(key, value, length):
+            if is_sequence_tensor(value, length):
                 pad_value = pad_token_id if key == "input_ids" else 0
                 value = torch.nn.functional.pad(value, (longest - length, 0), value=pad_value)
             parts.append(value)

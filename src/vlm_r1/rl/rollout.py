@@ -8,13 +8,16 @@ on how prompts are split across processes or batched: a 2-process run samples ex
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from vlm_r1.rl.prompts import PreparedPrompt, stack_prompts
+from vlm_r1.rl.prompts import PreparedPrompt, is_sequence_tensor, stack_prompts
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +69,12 @@ def completion_mask(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Te
 class HFRollout:
     """transformers ``generate``, one call per prompt group, seeded per prompt.
 
+    ``shared_prefill``: the prompt (image encoding included) is run once, its KV cache is
+    repeated G times and the G samples decode from it, instead of encoding the image and
+    prefilling the prompt G times. Qwen's 3-D rotary offsets (``rope_deltas``) computed in that
+    prefill are repeated with the batch by the model itself. A model that cannot continue from
+    a repeated cache falls back to the plain path, with a log line saying so.
+
     Vision placeholder tokens are suppressed: a sampled ``<|image_pad|>`` would make the next
     forward's image-token count disagree with the image features (a known VLM-R1 crash).
     """
@@ -76,11 +85,81 @@ class HFRollout:
         eos_token_ids: Sequence[int],
         pad_token_id: int,
         suppress_token_ids: Sequence[int] = (),
+        shared_prefill: bool = True,
     ):
         self.processor = processor
         self.eos_token_ids = list(eos_token_ids)
         self.pad_token_id = pad_token_id
         self.suppress_token_ids = list(suppress_token_ids) or None
+        self.shared_prefill = shared_prefill
+
+    def _sampling_kwargs(self, params: SamplingParams, do_sample: bool) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(
+            do_sample=do_sample,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            suppress_tokens=self.suppress_token_ids,
+        )
+        if do_sample:
+            kwargs.update(
+                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None
+            )
+        return kwargs
+
+    def generate_group(
+        self,
+        model: Any,
+        features: dict[str, torch.Tensor],
+        seed: int,
+        params: SamplingParams,
+        do_sample: bool = True,
+    ) -> torch.Tensor:
+        """``[G, T]`` new tokens for one prompt."""
+        kwargs = self._sampling_kwargs(params, do_sample)
+        features = {k: v.to(model.device) for k, v in features.items()}
+        length = int(features["input_ids"].shape[1])
+        if self.shared_prefill:
+            try:
+                return self._shared_prefill(
+                    model, features, length, seed, params.num_generations, kwargs
+                )
+            except (
+                TypeError,
+                ValueError,
+                AttributeError,
+                NotImplementedError,
+                RuntimeError,
+            ) as err:
+                logger.warning(
+                    "shared-prefill generation is not supported by %s (%s: %s); "
+                    "using plain generation",
+                    type(model).__name__,
+                    type(err).__name__,
+                    err,
+                )
+                self.shared_prefill = False
+        batch = stack_prompts([features] * params.num_generations, self.pad_token_id)
+        torch.manual_seed(seed)
+        return model.generate(**batch, **kwargs)[:, length:]
+
+    def _shared_prefill(
+        self,
+        model: Any,
+        features: dict[str, torch.Tensor],
+        length: int,
+        seed: int,
+        g: int,
+        kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        # Prefill all but the last prompt token once; generate() then processes that token for
+        # the G copies and samples from there.
+        prefix = {k: v[:, :-1] if is_sequence_tensor(v, length) else v for k, v in features.items()}
+        cache = model(**prefix, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(g)
+        repeated = {k: v.repeat(g, 1) for k, v in features.items() if is_sequence_tensor(v, length)}
+        torch.manual_seed(seed)
+        return model.generate(**repeated, cache=cache, **kwargs)[:, length:]
 
     @torch.no_grad()
     def generate(
@@ -92,23 +171,10 @@ class HFRollout:
     ) -> Rollout:
         was_training = model.training
         model.eval()
-        pieces = []
-        for prompt, seed in zip(prompts, seeds, strict=True):
-            batch = stack_prompts([prompt.features] * params.num_generations, self.pad_token_id)
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            torch.manual_seed(seed)
-            out = model.generate(
-                **batch,
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k or None,
-                max_new_tokens=params.max_new_tokens,
-                eos_token_id=self.eos_token_ids,
-                pad_token_id=self.pad_token_id,
-                suppress_tokens=self.suppress_token_ids,
-            )
-            pieces.append(out[:, batch["input_ids"].shape[1] :].cpu())
+        pieces = [
+            self.generate_group(model, p.features, seed, params).cpu()
+            for p, seed in zip(prompts, seeds, strict=True)
+        ]
         model.train(was_training)
         width = max(p.shape[1] for p in pieces)
         ids = torch.cat(

@@ -104,6 +104,22 @@ TINY_SIZES: dict[str, TinyRecipe] = {
 }
 
 
+def tiny_text_fields(recipe: TinyRecipe, token_ids: dict[str, int]) -> dict[str, Any]:
+    """Text-model config fields every tiny family shares (ChatML special tokens as bos/eos/pad)."""
+    return dict(
+        vocab_size=recipe.vocab_size,
+        hidden_size=recipe.hidden,
+        intermediate_size=recipe.intermediate,
+        num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads,
+        num_key_value_heads=recipe.kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=token_ids["<|endoftext|>"],
+        eos_token_id=token_ids["<|im_end|>"],
+        pad_token_id=token_ids["<|endoftext|>"],
+    )
+
+
 @dataclass
 class VLMAdapter:
     """Family-specific knowledge. Subclasses set the class attributes and override hooks."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlm_r1.models.adapter import TinyRecipe, VLMAdapter
+from vlm_r1.models.adapter import TinyRecipe, VLMAdapter, tiny_text_fields
 from vlm_r1.models.chat_templates import chatml
 from vlm_r1.models.registry import register_family
 
@@ -69,18 +69,7 @@ class InternVLAdapter(VLMAdapter):
                 patch_size=[14, 14],
             ),
             text_config=dict(
-                model_type="qwen2",
-                vocab_size=recipe.vocab_size,
-                hidden_size=recipe.hidden,
-                intermediate_size=recipe.intermediate,
-                num_hidden_layers=recipe.layers,
-                num_attention_heads=recipe.heads,
-                num_key_value_heads=recipe.kv_heads,
-                max_position_embeddings=4096,
-                bos_token_id=token_ids["<|endoftext|>"],
-                eos_token_id=token_ids["<|im_end|>"],
-                pad_token_id=token_ids["<|endoftext|>"],
-                tie_word_embeddings=False,
+                model_type="qwen2", tie_word_embeddings=False, **tiny_text_fields(recipe, token_ids)
             ),
             image_token_id=token_ids["<IMG_CONTEXT>"],
             image_seq_length=(TINY_TILE // 14) ** 2 // 4,

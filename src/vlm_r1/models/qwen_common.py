@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlm_r1.models import boxes as box_math
-from vlm_r1.models.adapter import TinyRecipe, VLMAdapter
+from vlm_r1.models.adapter import TinyRecipe, VLMAdapter, tiny_text_fields
 from vlm_r1.models.chat_templates import QWEN_PLACEHOLDERS, QWEN_SPECIAL_TOKENS
 
 
@@ -33,20 +33,7 @@ def tiny_text_config(recipe: TinyRecipe, token_ids: dict[str, int], **extra: Any
     head_dim = recipe.hidden // recipe.heads
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(head_dim)}
     rope.update(extra.pop("rope", {}))
-    return dict(
-        vocab_size=recipe.vocab_size,
-        hidden_size=recipe.hidden,
-        intermediate_size=recipe.intermediate,
-        num_hidden_layers=recipe.layers,
-        num_attention_heads=recipe.heads,
-        num_key_value_heads=recipe.kv_heads,
-        max_position_embeddings=4096,
-        rope_parameters=rope,
-        bos_token_id=token_ids["<|endoftext|>"],
-        eos_token_id=token_ids["<|im_end|>"],
-        pad_token_id=token_ids["<|endoftext|>"],
-        **extra,
-    )
+    return dict(**tiny_text_fields(recipe, token_ids), rope_parameters=rope, **extra)
 
 
 def vision_token_ids(token_ids: dict[str, int]) -> dict[str, Any]:

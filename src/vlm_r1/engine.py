@@ -59,17 +59,13 @@ class Engine:
         )
         set_seed(config.seed)
         m = config.model
-        processor_kwargs = {
-            k: v
-            for k, v in (("min_pixels", m.min_pixels), ("max_pixels", m.max_pixels))
-            if v is not None
-        }
         self.adapter, model, self.processor = load_model(
             m.path,
             m.family,
             dtype=m.dtype,
             attn_implementation=m.attn_implementation,
-            processor_kwargs=processor_kwargs,
+            min_pixels=m.min_pixels,
+            max_pixels=m.max_pixels,
         )
         tokenizer = self.processor.tokenizer
         self.pad_token_id = (

@@ -156,10 +156,11 @@ class VLMAdapter:
         dtype: str = "float32",
         attn_implementation: str = "sdpa",
         device_map: str | dict | None = None,
-        processor_kwargs: dict[str, Any] | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
     ) -> tuple[torch.nn.Module, Any]:
         """Load model and processor with the same code for a tiny local and a hub checkpoint."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         if dtype not in DTYPES:
             raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
@@ -175,9 +176,28 @@ class VLMAdapter:
             attn_implementation=attn_implementation,
             device_map=device_map,
         )
-        processor = AutoProcessor.from_pretrained(str(path), **(processor_kwargs or {}))
+        return model, self.load_processor(path, min_pixels, max_pixels)
+
+    def load_processor(
+        self, path: str | os.PathLike, min_pixels: int | None = None, max_pixels: int | None = None
+    ) -> Any:
+        """The checkpoint's processor, left-padding, with image pixel bounds applied."""
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(str(path))
         processor.tokenizer.padding_side = "left"
-        return model, processor
+        if min_pixels is not None or max_pixels is not None:
+            self.set_pixel_bounds(processor, min_pixels, max_pixels)
+        return processor
+
+    def set_pixel_bounds(
+        self, processor: Any, min_pixels: int | None, max_pixels: int | None
+    ) -> None:
+        """Bound the number of pixels an image is resized to (Qwen's min/max_pixels)."""
+        raise ModelLoadError(
+            f"model.min_pixels / model.max_pixels are Qwen-VL processor settings; the {self.family} "
+            "processor tiles images instead (set its image processor options in the checkpoint)"
+        )
 
     # ----- prompts ---------------------------------------------------------------------------
     def messages(self, num_images: int, text: str) -> list[dict[str, Any]]:

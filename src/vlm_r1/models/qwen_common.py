@@ -53,6 +53,25 @@ class QwenVLAdapter(VLMAdapter):
     special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
     placeholder_tokens: tuple[str, ...] = QWEN_PLACEHOLDERS
 
+    def set_pixel_bounds(
+        self, processor: Any, min_pixels: int | None, max_pixels: int | None
+    ) -> None:
+        """Set the image processor's ``size`` bounds (the non-deprecated form of min/max_pixels)."""
+        ip = processor.image_processor
+        size = dict(getattr(ip, "size", None) or {})
+        if min_pixels is not None:
+            size["shortest_edge"] = int(min_pixels)
+        if max_pixels is not None:
+            size["longest_edge"] = int(max_pixels)
+        if size.get("shortest_edge", 0) > size.get("longest_edge", float("inf")):
+            raise ValueError(
+                f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}"
+            )
+        ip.size = size
+        for name in ("min_pixels", "max_pixels"):
+            if hasattr(ip, name):
+                setattr(ip, name, size["shortest_edge" if name == "min_pixels" else "longest_edge"])
+
     def model_input_size(self, processor: Any, image_size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` after the processor's ``smart_resize``."""
         factor, min_pixels, max_pixels = qwen_image_processor_size(processor)

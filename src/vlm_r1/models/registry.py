@@ -115,7 +115,6 @@ def load_model(
         model, processor = adapter.load(path, **load_kwargs)
         return adapter, model, processor
     from peft import PeftModel
-    from transformers import AutoProcessor
 
     adapter = detect_adapter(base, family)
     model, processor = adapter.load(base, **load_kwargs)
@@ -123,8 +122,7 @@ def load_model(
     if (Path(path) / "processor_config.json").is_file() or (
         Path(path) / "preprocessor_config.json"
     ).is_file():
-        processor = AutoProcessor.from_pretrained(
-            str(path), **load_kwargs.get("processor_kwargs", {}) or {}
+        processor = adapter.load_processor(
+            path, load_kwargs.get("min_pixels"), load_kwargs.get("max_pixels")
         )
-        processor.tokenizer.padding_side = "left"
     return adapter, model, processor

@@ -211,3 +211,24 @@ def test_cli_errors_are_one_line(argv, message, tmp_path):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_pixel_bounds_reach_the_image_processor(family, tiny_path):
+    """model.max_pixels must change what the processor does, and the box space must follow."""
+    import warnings
+
+    adapter = get_adapter(family)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated min/max_pixels call kwargs
+        processor = adapter.load_processor(tiny_path(family), max_pixels=64 * 64 * 4)
+        out = processor.image_processor(images=[Image.new("RGB", (640, 480))], return_tensors="pt")
+    _, gh, gw = out["image_grid_thw"][0].tolist()
+    patch = processor.image_processor.patch_size
+    assert gw * patch * gh * patch <= 64 * 64 * 4
+    assert adapter.model_input_size(processor, (640, 480)) == (gw * patch, gh * patch)
+
+
+def test_pixel_bounds_are_refused_for_a_tiling_family(tiny_path):
+    with pytest.raises(ModelLoadError, match="Qwen-VL processor settings"):
+        get_adapter("internvl").load_processor(tiny_path("internvl"), max_pixels=1000)

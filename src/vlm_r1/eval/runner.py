@@ -22,11 +22,10 @@ from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.sample import Sample
 from vlm_r1.eval.metrics import coco_detection_metrics, rec_metrics
 from vlm_r1.models.adapter import VLMAdapter
-from vlm_r1.models.boxes import from_model
 from vlm_r1.rewards import call_reward, resolve_reward
-from vlm_r1.rewards.common import gt_boxes, normalise_label
+from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes
 from vlm_r1.rewards.format import is_strict_format
-from vlm_r1.rewards.parsing import extract_answer, parse_boxes, parse_number
+from vlm_r1.rewards.parsing import extract_answer, parse_number
 from vlm_r1.rl.prompts import PreparedPrompt, prepare_prompt, stack_prompts
 
 Generate = Callable[[list[PreparedPrompt]], list[str]]
@@ -67,10 +66,7 @@ def greedy_generator(
 def _pixel_boxes(
     text: str, prompt: PreparedPrompt
 ) -> tuple[np.ndarray, list[str | None], list[float], str]:
-    parsed = parse_boxes(extract_answer(text).answer)
-    boxes = np.array([b.box for b in parsed.boxes], dtype=float).reshape(-1, 4)
-    if prompt.box_space is not None and len(boxes):
-        boxes = from_model(boxes, prompt.box_space)
+    parsed, boxes = predicted_boxes(text, prompt.box_space)
     return boxes, [b.label for b in parsed.boxes], [b.score for b in parsed.boxes], parsed.status
 
 

@@ -196,10 +196,17 @@ class Engine:
         return int(tensor.item())
 
     def mean_over_ranks(self, value: Any) -> torch.Tensor:
-        tensor = torch.as_tensor(value, dtype=torch.float32).detach().reshape(())
-        if self.accelerator.num_processes == 1:
-            return tensor
-        return self.accelerator.reduce(tensor.to(self.accelerator.device), "mean").cpu()
+        return self.metrics_mean_over_ranks({"value": value})["value"]
+
+    def metrics_mean_over_ranks(self, metrics: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Scalar metrics averaged over processes in one collective (keys in sorted order)."""
+        keys = sorted(metrics)
+        stacked = torch.stack(
+            [torch.as_tensor(metrics[k], dtype=torch.float32).detach().reshape(()) for k in keys]
+        )
+        if self.accelerator.num_processes > 1:
+            stacked = self.accelerator.reduce(stacked.to(self.accelerator.device), "mean").cpu()
+        return dict(zip(keys, stacked.unbind(), strict=True))
 
     # --------------------------------------------------------------------- checkpoints
     def save(self, step: int, state: dict[str, Any], final: bool = False) -> Path | None:

@@ -147,7 +147,7 @@ class SFTTrainer:
                 metrics = self.update(prompts)
                 self.step += 1
                 metrics["step_seconds"] = time.perf_counter() - started
-                metrics = {k: engine.mean_over_ranks(v) for k, v in metrics.items()}
+                metrics = engine.metrics_mean_over_ranks(metrics)
                 last = (
                     engine.metrics.log(metrics, self.step)
                     if self.step % cfg.logging.log_steps == 0

@@ -325,7 +325,7 @@ class GRPOTrainer:
             **rollout_monitors(rollout),
             **update_metrics,
         }
-        metrics = {k: self.engine.mean_over_ranks(v) for k, v in metrics.items()}
+        metrics = self.engine.metrics_mean_over_ranks(metrics)
         if (
             self.step % self.config.logging.log_steps == 0
             or self.step == self.config.optim.max_steps

@@ -116,7 +116,12 @@ def _default_rewards() -> list[RewardTerm]:
 @dataclass
 class RolloutConfig:
     backend: str = "hf"
-    """Generation backend: hf (transformers generate). Backends implement ``RolloutBackend``."""
+    """Generation backend: hf (transformers generate) or vllm (colocated vLLM engine, GPU only,
+    ``pip install 'vlm-r1[vllm]'``). Backends implement ``RolloutBackend``."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """Share of GPU memory the colocated vLLM engine may take (the rest is for training)."""
+    vllm_max_model_len: int | None = None
+    """vLLM context length (prompt + completion); None = the model's own limit."""
     num_generations: int = 8
     """G: completions sampled per prompt (one group)."""
     temperature: float = 1.0
@@ -131,7 +136,12 @@ class RolloutConfig:
     """Maximum generated tokens per completion."""
 
     def validate(self) -> None:
-        _choice(self.backend, "rollout.backend", ("hf",))
+        _choice(self.backend, "rollout.backend", ("hf", "vllm"))
+        if not 0 < self.vllm_gpu_memory_utilization < 1:
+            raise ConfigError(
+                f"rollout.vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} "
+                "must be in (0, 1)"
+            )
         if self.num_generations < 2:
             raise ConfigError(
                 f"rollout.num_generations={self.num_generations} must be >= 2 (a group needs a spread)"
@@ -238,6 +248,18 @@ class LoggingConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """Ways of not repeating work across a group's G completions (results are unchanged)."""
+
+    shared_prefill: bool = True
+    """Generation: encode the image and prefill the prompt once per group, then expand the
+    KV cache G times (families that cannot fall back to repeating the prompt, with a log line)."""
+    share_image_features: bool = True
+    """Training forwards: encode each prompt's images once per step and hand the features to its
+    G rows (frozen vision tower: once per rollout batch, reused by policy, old and reference)."""
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -247,6 +269,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     seed: int = 0
     """Seed for data order, sampling and initialisation."""
 

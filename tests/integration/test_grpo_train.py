@@ -111,3 +111,46 @@ def test_reward_rises_with_a_learnable_toy_reward(make_config):
     history = [h["reward"] for h in read_metrics(config.checkpoint.output_dir)]
     first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
     assert last > first + 0.3, (first, last)  # measured: ~0.02 -> ~0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("freeze_vision", [False, True], ids=["vision-trains", "vision-frozen"])
+def test_shared_image_features_train_like_repeated_images(make_config, freeze_vision, monkeypatch):
+    """One rollout batch, two updates (mu=2) with a KL term: sharing the image features across
+    the group must leave the same weights and the same logged loss/KL as repeating the image."""
+    from vlm_r1.rl.image_features import SharedImageFeatures
+
+    encode, calls = SharedImageFeatures.encode.__func__, []
+
+    def counting(cls, model, prompts):
+        calls.append(len(prompts))
+        return encode(cls, model, prompts)
+
+    monkeypatch.setattr(SharedImageFeatures, "encode", classmethod(counting))
+    runs = {}
+    for share in (True, False):
+        config = load_config(
+            make_config(
+                name=f"share-{share}",
+                model={"freeze_vision": freeze_vision},
+                algo={"beta": 0.04, "num_iterations": 2},
+                optim={"max_steps": 2, "micro_batch_size": 3},
+                speed={"share_image_features": share},
+            )
+        )
+        run_training(config)
+        out = __import__("pathlib").Path(config.checkpoint.output_dir)
+        runs[share] = (weights(out / "final"), read_metrics(out))
+        if share:
+            # collect: once (policy = old = ref when frozen) or twice (ref has its own tower);
+            # plus one encode per update when the tower trains.
+            assert len(calls) == (1 if freeze_vision else 2 + 2), calls
+    (shared_w, shared_m), (naive_w, naive_m) = runs[True], runs[False]
+    start = weights(__import__("pathlib").Path(load_config(make_config()).model.path))
+    moved = [k for k in naive_w if not torch.equal(naive_w[k], start[k])]
+    assert moved, "training changed nothing: the comparison would be vacuous"
+    for key in naive_w:
+        assert torch.allclose(shared_w[key], naive_w[key], rtol=1e-4, atol=1e-6), key
+    for a, b in zip(shared_m, naive_m, strict=True):
+        for key in ("loss", "kl", "reward"):
+            assert abs(a[key] - b[key]) <= 1e-5, (key, a[key], b[key])

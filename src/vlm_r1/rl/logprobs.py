@@ -9,10 +9,14 @@ after dividing by the sampling temperature (the distribution the tokens were dra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from vlm_r1.rl.prompts import PreparedPrompt, stack_prompts
+
+#: Tensors the language forward does not need when encoder outputs are passed in.
+REPLACED_INPUTS = ("pixel_values",)
 
 
 def token_logprobs(
@@ -31,9 +35,18 @@ def completion_logprobs(
     completion_mask: torch.Tensor,  # [N, T]
     pad_token_id: int,
     temperature: float = 1.0,
+    image_features: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Log-probs ``[N, T]`` of each row's completion given its prompt (row i <-> prompts[i])."""
-    batch = stack_prompts([p.features for p in prompts], pad_token_id)
+    """Log-probs ``[N, T]`` of each row's completion given its prompt (row i <-> prompts[i]).
+
+    ``image_features``: precomputed vision encoder outputs for these rows, in transformers'
+    ``mm_encoder_outputs`` form (see ``rl.image_features``); the pixels are then not stacked
+    or encoded again.
+    """
+    features = [p.features for p in prompts]
+    if image_features is not None:
+        features = [{k: v for k, v in f.items() if k not in REPLACED_INPUTS} for f in features]
+    batch = stack_prompts(features, pad_token_id)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     completion_ids = completion_ids.to(device)
@@ -48,5 +61,7 @@ def completion_logprobs(
             batch[key] = torch.cat(
                 [batch[key], torch.zeros_like(completion_ids, dtype=batch[key].dtype)], dim=1
             )
+    if image_features is not None:
+        batch["mm_encoder_outputs"] = image_features
     logits = model(**batch, logits_to_keep=t + 1, use_cache=False).logits[:, :-1]  # [N, T, V]
     return token_logprobs(logits, completion_ids, temperature)

@@ -21,13 +21,15 @@ from vlm_r1.config import TrainConfig, to_dict
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.engine import Engine, EngineConfig, Progress, StopSignal
 from vlm_r1.rl.advantages import ADVANTAGES, zero_variance_groups
+from vlm_r1.rl.image_features import SharedImageFeatures, has_images
 from vlm_r1.rl.logprobs import completion_logprobs
 from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings
 from vlm_r1.rl.monitors import rollout_monitors
 from vlm_r1.rl.prompts import PreparedPrompt, prepare_prompt
-from vlm_r1.rl.rollout import HFRollout, Rollout, SamplingParams
+from vlm_r1.rl.rollout import HFRollout, Rollout, RolloutBackend, SamplingParams
 from vlm_r1.rl.sampling import PromptSampler
 from vlm_r1.rl.scoring import build_rewards, score
+from vlm_r1.rl.vllm_rollout import VLLMRollout, require_vllm
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class StepBatch:
     details: list[dict]
     old_logps: torch.Tensor | None = None  # [N, T], for num_iterations > 1
     ref_logps: torch.Tensor | None = None  # [N, T], for beta > 0
+    image_features: SharedImageFeatures | None = None  # frozen vision tower: reused by updates
     zero_variance_fraction: float = 0.0
     prompts_too_long: int = 0
     rollout_seconds: float = 0.0
@@ -74,6 +77,8 @@ class GRPOTrainer:
 
     def setup(self) -> None:
         cfg = self.config
+        if cfg.rollout.backend == "vllm":
+            require_vllm()  # fail now, with the install hint, not after loading everything
         self.engine = Engine(
             EngineConfig(
                 cfg.model,
@@ -91,6 +96,7 @@ class GRPOTrainer:
             len(self.samples), cfg.seed, cfg.data.shuffle, acc.process_index, acc.num_processes
         )
         self.rollout_backend = self._rollout_backend()
+        self.share_features, self.vision_trains = self._feature_sharing()
         self.rewards = build_rewards(cfg.rewards)
         self.loss_fn = LOSSES[cfg.algo.loss_type]
         self.advantage_fn = ADVANTAGES[cfg.algo.scale_rewards]
@@ -100,16 +106,50 @@ class GRPOTrainer:
             self.skipped_steps = int(state.get("skipped_steps", 0))
             self.sampler.load_state_dict(state["sampler"])
 
-    def _rollout_backend(self) -> HFRollout:
+    def _rollout_backend(self) -> RolloutBackend:
         tokenizer = self.engine.processor.tokenizer
         eos = tokenizer.convert_tokens_to_ids(self.engine.adapter.eos_token)
         eos_ids = sorted({eos, tokenizer.eos_token_id} - {None})
+        if self.config.rollout.backend == "vllm":
+            return VLLMRollout(
+                self.config.model.path,
+                self.engine.adapter,
+                self.engine.processor,
+                eos_ids,
+                self.engine.pad_token_id,
+                self.engine.adapter.forbidden_token_ids(tokenizer),
+                gpu_memory_utilization=self.config.rollout.vllm_gpu_memory_utilization,
+                max_model_len=self.config.rollout.vllm_max_model_len,
+                seed=self.config.seed,
+            )
         return HFRollout(
             self.engine.processor,
             eos_ids,
             self.engine.pad_token_id,
             self.engine.adapter.forbidden_token_ids(tokenizer),
+            shared_prefill=self.config.speed.shared_prefill,
         )
+
+    def _feature_sharing(self) -> tuple[bool, bool]:
+        """Whether training forwards share image features, and whether the vision tower trains.
+
+        A training vision tower under multi-process DDP gets its gradients all-reduced only
+        for parameters used inside the wrapped forward; encoding outside it would leave them
+        unsynchronised, so that case keeps the repeated-image path (and says so).
+        """
+        engine = self.engine
+        trains = any(
+            p.requires_grad for _, p in engine.adapter.vision_parameters(engine.unwrapped())
+        )
+        share = self.config.speed.share_image_features
+        if share and trains and engine.accelerator.num_processes > 1:
+            logger.info(
+                "speed.share_image_features: the vision tower trains on %d processes, so images "
+                "are encoded per completion; freeze it (model.freeze_vision=true) to share them",
+                engine.accelerator.num_processes,
+            )
+            share = False
+        return share, trains
 
     # ------------------------------------------------------------------------------ loop
     def train(self) -> dict[str, float]:
@@ -125,13 +165,15 @@ class GRPOTrainer:
             while self.step < cfg.optim.max_steps and not stop.requested:
                 batch = self.collect()
                 first_step = self.step
-                for _ in range(cfg.algo.num_iterations):
+                for iteration in range(cfg.algo.num_iterations):
                     if self.step >= cfg.optim.max_steps:
                         break
                     started = time.perf_counter()
                     metrics = self.update(batch)
                     self.step += 1
-                    metrics["step_seconds"] = time.perf_counter() - started + batch.rollout_seconds
+                    # The rollout is paid once per batch: it counts in the batch's first step.
+                    rollout_share = batch.rollout_seconds if iteration == 0 else 0.0
+                    metrics["step_seconds"] = time.perf_counter() - started + rollout_share
                     last = self._log(batch, metrics)
                     bar.update(last)
                 self._log_rollouts(batch)
@@ -193,11 +235,16 @@ class GRPOTrainer:
             prompts_too_long=too_long,
         )
         with torch.no_grad():
+            features = self._encode(self.engine.model, rollout)
+            if not self.vision_trains:
+                batch.image_features = features  # the same for every forward of this batch
             if cfg.algo.num_iterations > 1:
-                batch.old_logps = self._logps_in_chunks(self.engine.model, rollout)
+                batch.old_logps = self._logps_in_chunks(self.engine.model, rollout, features)
             if cfg.algo.beta > 0:
                 with self.engine.reference() as ref:
-                    batch.ref_logps = self._logps_in_chunks(ref, rollout)
+                    # A frozen tower is the reference's tower too (LoRA never adapts it).
+                    ref_features = self._encode(ref, rollout) if self.vision_trains else features
+                    batch.ref_logps = self._logps_in_chunks(ref, rollout, ref_features)
         batch.rollout_seconds = time.perf_counter() - started
         return batch
 
@@ -241,6 +288,12 @@ class GRPOTrainer:
             num_tokens=float(engine.mean_over_ranks(mask.sum())),
         )
         starts = list(range(0, n, cfg.optim.micro_batch_size))
+        features = batch.image_features
+        if self.vision_trains:
+            # Encoded once with autograd on; micro-batches read detached leaves, and the tower's
+            # backward runs once, after the last micro-batch (see rl.image_features).
+            encoded = self._encode(engine.model, rollout)
+            features = encoded.trainable() if encoded is not None else None
         collected: dict[str, list[torch.Tensor]] = {}
         loss_total = torch.zeros(())
         for k, start in enumerate(starts):
@@ -254,6 +307,7 @@ class GRPOTrainer:
                     rollout.completion_mask[rows],
                     engine.pad_token_id,
                     cfg.rollout.temperature,
+                    _rows_features(features, rollout, range(n)[rows]),
                 )
                 device = logps.device
                 inputs = LossInputs(
@@ -272,6 +326,8 @@ class GRPOTrainer:
             loss_total += loss.detach().cpu()
             for key, value in metrics.items():
                 collected.setdefault(key, []).append(value.detach().cpu())
+        if self.vision_trains and features is not None:
+            features.backward()
         # A non-finite loss makes the (all-reduced) gradient non-finite: every process skips.
         grad_norm, stepped = engine.optimizer_step()
         if not stepped:
@@ -290,7 +346,17 @@ class GRPOTrainer:
         )
         return metrics
 
-    def _logps_in_chunks(self, model: torch.nn.Module, rollout: Rollout) -> torch.Tensor:
+    def _encode(self, model: torch.nn.Module, rollout: Rollout) -> SharedImageFeatures | None:
+        """The rollout's unique prompts through ``model``'s vision encoder (None: not sharing)."""
+        if not self.share_features or not has_images(rollout.prompts):
+            return None
+        return SharedImageFeatures.encode(
+            self.engine.accelerator.unwrap_model(model), rollout.prompts
+        )
+
+    def _logps_in_chunks(
+        self, model: torch.nn.Module, rollout: Rollout, features: SharedImageFeatures | None
+    ) -> torch.Tensor:
         n, size = len(rollout.texts), self.config.optim.micro_batch_size
         parts = []
         for start in range(0, n, size):
@@ -303,6 +369,7 @@ class GRPOTrainer:
                     rollout.completion_mask[start : start + size],
                     self.engine.pad_token_id,
                     self.config.rollout.temperature,
+                    _rows_features(features, rollout, rows),
                 ).cpu()
             )
         return torch.cat(parts)
@@ -371,6 +438,14 @@ class GRPOTrainer:
 
 
 # ------------------------------------------------------------------------------- helpers
+def _rows_features(
+    features: SharedImageFeatures | None, rollout: Rollout, rows: range
+) -> dict | None:
+    if features is None:
+        return None
+    return features.for_rows([row // rollout.group_size for row in rows])
+
+
 def _space_json(space: Any) -> dict[str, Any] | None:
     if space is None:
         return None

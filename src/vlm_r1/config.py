@@ -257,6 +257,9 @@ class SpeedConfig:
     share_image_features: bool = True
     """Training forwards: encode each prompt's images once per step and hand the features to its
     G rows (frozen vision tower: once per rollout batch, reused by policy, old and reference)."""
+    share_prompt_prefix: bool = True
+    """Training forwards: run each prompt (image tokens included) once per micro-batch and only
+    the completions per row, from the prompt's KV cache (single-process runs)."""
 
 
 @dataclass

@@ -116,8 +116,9 @@ def test_reward_rises_with_a_learnable_toy_reward(make_config):
 @pytest.mark.slow
 @pytest.mark.parametrize("freeze_vision", [False, True], ids=["vision-trains", "vision-frozen"])
 def test_shared_image_features_train_like_repeated_images(make_config, freeze_vision, monkeypatch):
-    """One rollout batch, two updates (mu=2) with a KL term: sharing the image features across
-    the group must leave the same weights and the same logged loss/KL as repeating the image."""
+    """One rollout batch, two updates (mu=2) with a KL term: sharing the image features and the
+    prompt prefix across the group must leave the same weights and the same logged loss/KL as
+    repeating the prompt and image in every row."""
     from vlm_r1.rl.image_features import SharedImageFeatures
 
     encode, calls = SharedImageFeatures.encode.__func__, []
@@ -135,7 +136,7 @@ def test_shared_image_features_train_like_repeated_images(make_config, freeze_vi
                 model={"freeze_vision": freeze_vision},
                 algo={"beta": 0.04, "num_iterations": 2},
                 optim={"max_steps": 2, "micro_batch_size": 3},
-                speed={"share_image_features": share},
+                speed={"share_image_features": share, "share_prompt_prefix": share},
             )
         )
         run_training(config)
@@ -150,7 +151,9 @@ def test_shared_image_features_train_like_repeated_images(make_config, freeze_vi
     moved = [k for k in naive_w if not torch.equal(naive_w[k], start[k])]
     assert moved, "training changed nothing: the comparison would be vacuous"
     for key in naive_w:
-        assert torch.allclose(shared_w[key], naive_w[key], rtol=1e-4, atol=1e-6), key
+        # Adam moves each weight by ~lr (1e-3 here) per step whatever the gradient's size, so
+        # float noise in near-zero gradients shows up as ~1e-6; a wrong gradient as ~1e-3.
+        assert torch.allclose(shared_w[key], naive_w[key], rtol=0, atol=1e-5), key
     for a, b in zip(shared_m, naive_m, strict=True):
         for key in ("loss", "kl", "reward"):
             assert abs(a[key] - b[key]) <= 1e-5, (key, a[key], b[key])

@@ -65,3 +65,76 @@ def completion_logprobs(
         batch["mm_encoder_outputs"] = image_features
     logits = model(**batch, logits_to_keep=t + 1, use_cache=False).logits[:, :-1]  # [N, T, V]
     return token_logprobs(logits, completion_ids, temperature)
+
+
+def shared_prefix_logprobs(
+    model: torch.nn.Module,
+    prompts: Sequence[PreparedPrompt],
+    row_prompt: Sequence[int],
+    completion_ids: torch.Tensor,  # [N, T]
+    completion_mask: torch.Tensor,  # [N, T]
+    pad_token_id: int,
+    temperature: float = 1.0,
+    image_features: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Log-probs ``[N, T]`` like :func:`completion_logprobs`, running each prompt once.
+
+    Row ``r`` continues ``prompts[row_prompt[r]]``. The G completions of a group share their
+    prompt, and under causal attention the prompt's keys and values do not depend on what
+    follows, so the prompt (image tokens included) runs once per unique prompt with its KV
+    cache kept, the cache rows are gathered per completion (autograd carries each row's
+    gradient back to the one shared prefix), and only the completion tokens run per row.
+    The first completion token is scored from the prefix's last position.
+
+    Qwen's 3-D rotary positions continue from the prefix exactly as in the full sequence:
+    text position = (index among attended tokens) + the prefix's ``rope_deltas``.
+    ``image_features``: encoder outputs for ``prompts`` (not per row), see ``rl.image_features``.
+    """
+    features = [p.features for p in prompts]
+    if image_features is not None:
+        features = [{k: v for k, v in f.items() if k not in REPLACED_INPUTS} for f in features]
+    prefix = stack_prompts(features, pad_token_id)
+    device = next(model.parameters()).device
+    prefix = {k: v.to(device) for k, v in prefix.items()}
+    if image_features is not None:
+        prefix["mm_encoder_outputs"] = image_features
+    inner = _inner_model(model)
+    if hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None  # never read a previous batch's offsets
+    out = model(**prefix, use_cache=True, logits_to_keep=1)
+    deltas = getattr(inner, "rope_deltas", None)  # set by this forward (Qwen, with images)
+    rows = torch.as_tensor(list(row_prompt), device=device)
+    cache = out.past_key_values
+    cache.batch_select_indices(rows)
+    completion_ids = completion_ids.to(device)
+    mask = torch.cat(
+        [
+            prefix["attention_mask"][rows],
+            completion_mask.to(device, prefix["attention_mask"].dtype),
+        ],
+        dim=1,
+    )
+    length = prefix["input_ids"].shape[1]
+    position_ids = None
+    if deltas is not None:
+        text_positions = (mask.long().cumsum(-1) - 1)[:, length:] + deltas.to(device)[rows]
+        position_ids = text_positions.unsqueeze(0).expand(3, -1, -1)
+    tail = model(
+        input_ids=completion_ids,
+        attention_mask=mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+    ).logits
+    logits = torch.cat([out.logits[rows][:, -1:], tail[:, :-1]], dim=1)  # [N, T, V]
+    return token_logprobs(logits, completion_ids, temperature)
+
+
+def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The ``...Model`` under wrappers (DDP ``module``, PEFT ``base_model.model``) and the head."""
+    while hasattr(model, "module"):
+        model = model.module
+    get_base = getattr(model, "get_base_model", None)
+    if get_base is not None:
+        model = get_base()
+    return getattr(model, "model", model)

@@ -22,7 +22,7 @@ from vlm_r1.data.jsonl import read_samples
 from vlm_r1.engine import Engine, EngineConfig, Progress, StopSignal
 from vlm_r1.rl.advantages import ADVANTAGES, zero_variance_groups
 from vlm_r1.rl.image_features import SharedImageFeatures, has_images
-from vlm_r1.rl.logprobs import completion_logprobs
+from vlm_r1.rl.logprobs import completion_logprobs, shared_prefix_logprobs
 from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings
 from vlm_r1.rl.monitors import rollout_monitors
 from vlm_r1.rl.prompts import PreparedPrompt, prepare_prompt
@@ -97,6 +97,7 @@ class GRPOTrainer:
         )
         self.rollout_backend = self._rollout_backend()
         self.share_features, self.vision_trains = self._feature_sharing()
+        self.share_prefix = self._prefix_sharing()
         self.rewards = build_rewards(cfg.rewards)
         self.loss_fn = LOSSES[cfg.algo.loss_type]
         self.advantage_fn = ADVANTAGES[cfg.algo.scale_rewards]
@@ -150,6 +151,22 @@ class GRPOTrainer:
             )
             share = False
         return share, trains
+
+    def _prefix_sharing(self) -> bool:
+        """Whether training forwards run each prompt once per micro-batch (a cached prefix).
+
+        That takes two forward calls per micro-batch, which DDP/FSDP/DeepSpeed wrappers do not
+        allow before one backward; multi-process runs keep one forward over whole sequences.
+        """
+        share = self.config.speed.share_prompt_prefix
+        if share and self.engine.accelerator.num_processes > 1:
+            logger.info(
+                "speed.share_prompt_prefix applies to single-process runs; with %d processes "
+                "each completion's forward includes its prompt",
+                self.engine.accelerator.num_processes,
+            )
+            share = False
+        return share
 
     # ------------------------------------------------------------------------------ loop
     def train(self) -> dict[str, float]:
@@ -300,15 +317,7 @@ class GRPOTrainer:
             rows = slice(start, start + cfg.optim.micro_batch_size)
             last_chunk = k == len(starts) - 1  # gradients are all-reduced once, on the last chunk
             with nullcontext() if last_chunk else engine.accelerator.no_sync(engine.model):
-                logps = completion_logprobs(
-                    engine.model,
-                    [rollout.prompt_of(i) for i in range(n)[rows]],
-                    rollout.completion_ids[rows],
-                    rollout.completion_mask[rows],
-                    engine.pad_token_id,
-                    cfg.rollout.temperature,
-                    _rows_features(features, rollout, range(n)[rows]),
-                )
+                logps = self._logps(engine.model, rollout, range(n)[rows], features)
                 device = logps.device
                 inputs = LossInputs(
                     logps=logps,
@@ -358,21 +367,44 @@ class GRPOTrainer:
         self, model: torch.nn.Module, rollout: Rollout, features: SharedImageFeatures | None
     ) -> torch.Tensor:
         n, size = len(rollout.texts), self.config.optim.micro_batch_size
-        parts = []
-        for start in range(0, n, size):
-            rows = range(n)[start : start + size]
-            parts.append(
-                completion_logprobs(
-                    model,
-                    [rollout.prompt_of(i) for i in rows],
-                    rollout.completion_ids[start : start + size],
-                    rollout.completion_mask[start : start + size],
-                    self.engine.pad_token_id,
-                    self.config.rollout.temperature,
-                    _rows_features(features, rollout, rows),
-                ).cpu()
+        return torch.cat(
+            [
+                self._logps(model, rollout, range(n)[s : s + size], features).cpu()
+                for s in range(0, n, size)
+            ]
+        )
+
+    def _logps(
+        self,
+        model: torch.nn.Module,
+        rollout: Rollout,
+        rows: range,
+        features: SharedImageFeatures | None,
+    ) -> torch.Tensor:
+        """Per-token log-probs of ``rows`` of the rollout under ``model`` (the shared paths
+        when enabled: they give the same numbers, see tests/unit/rl/test_image_features.py)."""
+        args = (
+            rollout.completion_ids[rows.start : rows.stop],
+            rollout.completion_mask[rows.start : rows.stop],
+            self.engine.pad_token_id,
+            self.config.rollout.temperature,
+        )
+        groups = [row // rollout.group_size for row in rows]
+        if self.share_prefix:
+            unique = sorted(set(groups))
+            return shared_prefix_logprobs(
+                model,
+                [rollout.prompts[u] for u in unique],
+                [unique.index(g) for g in groups],
+                *args,
+                image_features=features.for_rows(unique) if features is not None else None,
             )
-        return torch.cat(parts)
+        return completion_logprobs(
+            model,
+            [rollout.prompts[g] for g in groups],
+            *args,
+            image_features=features.for_rows(groups) if features is not None else None,
+        )
 
     # --------------------------------------------------------------------------- logging
     def _log(self, batch: StepBatch, update_metrics: dict[str, Any]) -> dict[str, float]:
@@ -438,14 +470,6 @@ class GRPOTrainer:
 
 
 # ------------------------------------------------------------------------------- helpers
-def _rows_features(
-    features: SharedImageFeatures | None, rollout: Rollout, rows: range
-) -> dict | None:
-    if features is None:
-        return None
-    return features.for_rows([row // rollout.group_size for row in rows])
-
-
 def _space_json(space: Any) -> dict[str, Any] | None:
     if space is None:
         return None

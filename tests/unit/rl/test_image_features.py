@@ -8,7 +8,7 @@ from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import family_names, load_model
 from vlm_r1.rl.image_features import SharedImageFeatures
-from vlm_r1.rl.logprobs import completion_logprobs
+from vlm_r1.rl.logprobs import completion_logprobs, shared_prefix_logprobs
 from vlm_r1.rl.prompts import prepare_prompt
 
 G = 3
@@ -125,3 +125,43 @@ def test_wrong_features_change_logprobs(tiny_path, samples):
             model, [prompts[0]], ids[:1], mask[:1], pad, image_features=shared.for_rows([0])
         )
     assert (right - wrong).abs().max() > 1e-4
+
+
+def _prefix_shared(model, pad, prompts, ids, mask, weights, chunks, share_features):
+    model.zero_grad()
+    shared = SharedImageFeatures.encode(model, prompts).trainable() if share_features else None
+    parts = []
+    for rows in chunks:
+        unique = sorted({r // G for r in rows})
+        logps = shared_prefix_logprobs(
+            model,
+            [prompts[u] for u in unique],
+            [unique.index(r // G) for r in rows],
+            ids[rows],
+            mask[rows],
+            pad,
+            image_features=shared.for_rows(unique) if shared else None,
+        )
+        (logps * weights[rows] * mask[rows]).sum().backward()
+        parts.append(logps.detach())
+    if shared:
+        shared.backward()
+    return torch.cat(parts), _grads(model)
+
+
+@pytest.mark.parametrize("share_features", [False, True], ids=["prefix", "prefix+features"])
+@pytest.mark.parametrize("family", family_names())
+def test_shared_prefix_matches_repeated_prompts(family, share_features, tiny_path, samples):
+    model, processor, prompts, ids, mask, weights = _batch(family, tiny_path, samples)
+    pad = processor.tokenizer.pad_token_id
+    chunks = [[0, 1, 2, 3], [4, 5, 6], [7, 8]]
+    naive_logps, naive_grads = _naive(model, pad, prompts, ids, mask, weights, chunks)
+    got_logps, got_grads = _prefix_shared(
+        model, pad, prompts, ids, mask, weights, chunks, share_features
+    )
+    m = mask.bool()
+    assert (naive_logps[m] - got_logps[m]).abs().max() <= 1e-5
+    assert naive_grads.keys() == got_grads.keys()
+    for name, grad in naive_grads.items():
+        rel = (grad - got_grads[name]).norm() / grad.norm().clamp_min(1e-12)
+        assert rel <= 1e-4, f"{name}: relative gradient difference {rel:.2e}"

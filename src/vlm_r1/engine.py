@@ -199,13 +199,17 @@ class Engine:
         return self.metrics_mean_over_ranks({"value": value})["value"]
 
     def metrics_mean_over_ranks(self, metrics: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Scalar metrics averaged over processes in one collective (keys in sorted order)."""
+        """Scalar metrics averaged over processes in one collective (keys in sorted order).
+
+        NaN means "undefined on this process" (e.g. box monitors on a batch without box tasks):
+        it is left out of the mean, and the result is NaN only where every process had NaN.
+        """
         keys = sorted(metrics)
         stacked = torch.stack(
             [torch.as_tensor(metrics[k], dtype=torch.float32).detach().reshape(()) for k in keys]
         )
         if self.accelerator.num_processes > 1:
-            stacked = self.accelerator.reduce(stacked.to(self.accelerator.device), "mean").cpu()
+            return dict(zip(keys, nan_mean_reduce(stacked, self.accelerator).unbind(), strict=True))
         return dict(zip(keys, stacked.unbind(), strict=True))
 
     # --------------------------------------------------------------------- checkpoints
@@ -389,3 +393,12 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         if self.enabled:
             self._bar.__exit__(*exc)
+
+
+def nan_mean_reduce(values: torch.Tensor, accelerator: Any) -> torch.Tensor:
+    """Mean over processes of each entry, ignoring NaN entries (one all-reduce of sums + counts)."""
+    defined = ~torch.isnan(values)
+    packed = torch.cat([torch.where(defined, values, 0.0), defined.float()])
+    total = accelerator.reduce(packed.to(accelerator.device), "sum").cpu()
+    sums, counts = total.chunk(2)
+    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))

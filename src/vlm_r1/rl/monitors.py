@@ -108,14 +108,20 @@ def completion_monitors(
             "monitor/think_words": float(np.mean(think_words)) if think_words else 0.0,
         }
     )
-    if n_box_samples:
-        out.update(
-            {
-                "monitor/whole_image_box_rate": counts["whole_image_box"] / n_box_samples,
-                "monitor/pred_gt_box_ratio": float(np.mean(box_ratios)),
-                "monitor/duplicate_box_rate": counts["duplicate_boxes"] / max(n_boxes, 1),
-            }
-        )
+    # Box signals are undefined (NaN) for a batch without box tasks; the keys are always there
+    # so every process reduces the same metrics (Engine.metrics_mean_over_ranks skips NaN).
+    nan = float("nan")
+    out.update(
+        {
+            "monitor/whole_image_box_rate": counts["whole_image_box"] / n_box_samples
+            if n_box_samples
+            else nan,
+            "monitor/pred_gt_box_ratio": float(np.mean(box_ratios)) if n_box_samples else nan,
+            "monitor/duplicate_box_rate": counts["duplicate_boxes"] / max(n_boxes, 1)
+            if n_box_samples
+            else nan,
+        }
+    )
     return out
 
 

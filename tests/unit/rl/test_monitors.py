@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from vlm_r1.data.sample import BoxSolution
@@ -35,4 +37,6 @@ def test_hacking_aha_and_diagnostic_signals():
 
 def test_text_tasks_skip_box_signals():
     m = completion_monitors(["<think>a</think><answer>4</answer>"], ["4"], ["count"], [None])
-    assert "monitor/whole_image_box_rate" not in m and m["monitor/empty_answer_rate"] == 0
+    assert math.isnan(m["monitor/whole_image_box_rate"]) and m["monitor/empty_answer_rate"] == 0
+    boxes = completion_monitors(["<answer>[1, 1, 5, 5]</answer>"], [[1, 1, 5, 5]], ["rec"], [None])
+    assert m.keys() == boxes.keys()  # the same metrics on every process, whatever its tasks

@@ -40,6 +40,9 @@ VARIANTS = [
     pytest.param(
         {"algo": {"loss_type": "gspo", "epsilon_low": 3e-4, "epsilon_high": 4e-4}}, id="gspo"
     ),
+    pytest.param(
+        {"model": {"gradient_checkpointing": True}, "algo": {"beta": 0.04}}, id="grad-ckpt"
+    ),
 ]
 
 

@@ -105,6 +105,8 @@ def shared_prefix_logprobs(
     deltas = getattr(inner, "rope_deltas", None)  # set by this forward (Qwen, with images)
     rows = torch.as_tensor(list(row_prompt), device=device)
     cache = out.past_key_values
+    if cache is None:  # e.g. gradient checkpointing turns the cache off in training mode
+        raise ValueError("shared_prefix_logprobs needs the model to return a KV cache")
     cache.batch_select_indices(rows)
     completion_ids = completion_ids.to(device)
     mask = torch.cat(

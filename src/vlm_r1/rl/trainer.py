@@ -166,6 +166,10 @@ class GRPOTrainer:
                 self.engine.accelerator.num_processes,
             )
             share = False
+        if share and self.config.model.gradient_checkpointing:
+            # Checkpointed layers do not return a KV cache in training mode.
+            logger.info("speed.share_prompt_prefix is off with model.gradient_checkpointing")
+            share = False
         return share
 
     # ------------------------------------------------------------------------------ loop

@@ -172,7 +172,12 @@ def make_shapes(
     image_size: str = typer.Option(
         "224", "--image-size", help="N, or MIN..MAX for random sizes (e.g. 112..448)."
     ),
-    tasks: str = typer.Option("rec,ovd,count", "--tasks", help="Comma-separated: rec, ovd, count."),
+    tasks: str = typer.Option(
+        "rec,ovd,count", "--tasks", help="Comma-separated: rec, ovd, count, locate."
+    ),
+    object_scale: float = typer.Option(
+        1.0, "--object-scale", help="Multiply object sizes (0.25..3; the demo uses 2)."
+    ),
 ) -> None:
     """The synthetic shapes world: train / eval_in / eval_ood splits per task."""
     import time
@@ -181,7 +186,13 @@ def make_shapes(
 
     start = time.perf_counter()
     written = write_shapes(
-        out, n_train, n_eval, seed, image_size, [t.strip() for t in tasks.split(",") if t.strip()]
+        out,
+        n_train,
+        n_eval,
+        seed,
+        image_size,
+        [t.strip() for t in tasks.split(",") if t.strip()],
+        object_scale,
     )
     for name, path in written.items():
         typer.echo(f"{name:>16}: {path}")

@@ -362,8 +362,18 @@ def _combo_allowed(colour: str, shape: str, split: str) -> bool:
     return split == "eval_ood" or (colour, shape) not in HELD_OUT
 
 
-def make_scene(rng: np.random.Generator, image_size: Size, split: str, n_objects: int) -> list[Obj]:
-    """Non-overlapping objects (with a gap) inside the image; held-out combos only in eval_ood."""
+def make_scene(
+    rng: np.random.Generator,
+    image_size: Size,
+    split: str,
+    n_objects: int,
+    object_scale: float = 1.0,
+) -> list[Obj]:
+    """Non-overlapping objects (with a gap) inside the image; held-out combos only in eval_ood.
+
+    ``object_scale`` multiplies the object sizes (``SIZE_FRACTIONS`` of the image side): a tiny
+    model from scratch learns to ground objects that cover several image tokens much sooner.
+    Objects that do not fit after 60 placement attempts are left out."""
     width, height = image_size
     gap = max(3, min(image_size) // 40)
     scene: list[Obj] = []
@@ -373,7 +383,7 @@ def make_scene(rng: np.random.Generator, image_size: Size, split: str, n_objects
             if _combo_allowed(colour, shape, split):
                 break
         size = "small" if rng.random() < 0.5 else "large"
-        low, high = SIZE_FRACTIONS[size]
+        low, high = (f * object_scale for f in SIZE_FRACTIONS[size])
         for _attempt in range(60):
             side = float(rng.uniform(low, high)) * min(image_size)
             w = max(6, round(side * float(rng.uniform(0.9, 1.1))))
@@ -417,6 +427,14 @@ def render(
 
 
 # ------------------------------------------------------------------------------------ samples
+@dataclass(frozen=True)
+class World:
+    """What every generated image shares: its side range and the object size scale."""
+
+    image_size: tuple[int, int]
+    object_scale: float = 1.0
+
+
 @dataclass
 class ShapesRecord:
     """One generated sample before it is written as a JSONL row."""
@@ -429,15 +447,16 @@ class ShapesRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _rec(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> ShapesRecord:
+def _rec(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     kinds = OOD_KINDS if split == "eval_ood" else IN_DOMAIN_KINDS
     while True:
-        image_size = _image_size(size_spec, rng)
+        image_size = _image_size(world.image_size, rng)
         scene = make_scene(
             rng,
             image_size,
             split,
             int(rng.integers(3, 7) if split == "eval_ood" else rng.integers(2, 6)),
+            world.object_scale,
         )
         if len(scene) < 2:
             continue
@@ -458,9 +477,9 @@ def _rec(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> Sh
                 )
 
 
-def _ovd(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> ShapesRecord:
-    image_size = _image_size(size_spec, rng)
-    scene = make_scene(rng, image_size, split, int(rng.integers(1, 7)))
+def _ovd(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    image_size = _image_size(world.image_size, rng)
+    scene = make_scene(rng, image_size, split, int(rng.integers(1, 7)), world.object_scale)
     present = sorted({o.shape for o in scene})
     n_cats = int(rng.integers(1, 4))
     chosen = list(
@@ -484,9 +503,9 @@ def _ovd(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> Sh
     )
 
 
-def _count(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> ShapesRecord:
-    image_size = _image_size(size_spec, rng)
-    scene = make_scene(rng, image_size, split, int(rng.integers(1, 8)))
+def _count(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    image_size = _image_size(world.image_size, rng)
+    scene = make_scene(rng, image_size, split, int(rng.integers(1, 8)), world.object_scale)
     anchor = scene[int(rng.integers(len(scene)))]
     colour = anchor.colour if rng.random() < 0.5 else None
     shape = anchor.shape if rng.random() < 0.8 or colour is None else None
@@ -504,10 +523,10 @@ def _count(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> 
     )
 
 
-def _locate(rng: np.random.Generator, split: str, size_spec: tuple[int, int]) -> ShapesRecord:
+def _locate(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     while True:
-        image_size = _image_size(size_spec, rng)
-        scene = make_scene(rng, image_size, split, 1)
+        image_size = _image_size(world.image_size, rng)
+        scene = make_scene(rng, image_size, split, 1, world.object_scale)
         if scene:
             break
     obj = scene[0]
@@ -522,7 +541,12 @@ _TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count, "locate": _locate}
 
 
 def generate(
-    task: str, split: str, n: int, seed: int, image_size: tuple[int, int]
+    task: str,
+    split: str,
+    n: int,
+    seed: int,
+    image_size: tuple[int, int],
+    object_scale: float = 1.0,
 ) -> Iterator[ShapesRecord]:
     """``n`` records of one task and split, deterministic for ``seed``."""
     if task not in _TASK_MAKERS:
@@ -531,7 +555,7 @@ def generate(
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
     for index in range(n):
         rng = np.random.default_rng([seed, SPLITS.index(split), TASK_KINDS.index(task), index])
-        yield _TASK_MAKERS[task](rng, split, image_size)
+        yield _TASK_MAKERS[task](rng, split, World(image_size, object_scale))
 
 
 def parse_image_size(spec: str | int) -> tuple[int, int]:
@@ -554,8 +578,11 @@ def write_shapes(
     seed: int = 0,
     image_size: str | int = "224",
     tasks: Sequence[str] = DEFAULT_TASKS,
+    object_scale: float = 1.0,
 ) -> dict[str, Path]:
     """Write ``{task}_{split}.jsonl`` files and PNGs under ``out``; returns the JSONL paths."""
+    if not 0.25 <= object_scale <= 3.0:
+        raise ValueError(f"object_scale must lie in 0.25..3, got {object_scale}")
     out = Path(out)
     size_spec = parse_image_size(image_size)
     written: dict[str, Path] = {}
@@ -566,7 +593,8 @@ def write_shapes(
             folder.mkdir(parents=True, exist_ok=True)
             path = out / f"{task}_{split}.jsonl"
             with open(path, "w", encoding="utf-8") as handle:
-                for index, record in enumerate(generate(task, split, n, seed, size_spec)):
+                records = generate(task, split, n, seed, size_spec, object_scale)
+                for index, record in enumerate(records):
                     name = f"images/{split}/{task}_{index:06d}.png"
                     rng = np.random.default_rng(
                         [seed, SPLITS.index(split), TASK_KINDS.index(task), index, 1]

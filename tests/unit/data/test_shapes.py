@@ -146,3 +146,20 @@ def test_image_size_spec():
         parse_image_size("big")
     with pytest.raises(ValueError, match="32..4096"):
         parse_image_size("448..112")
+
+
+def test_object_scale_grows_objects_and_keeps_referents_unique():
+    def mean_side(scale):
+        sides = []
+        for record in generate(
+            "rec", "train", 150, seed=5, image_size=(112, 112), object_scale=scale
+        ):
+            expr = Expression(**record.meta["expression"])
+            assert resolve(expr, record.scene, record.image_size) == [record.meta["target"]]
+            assert len(record.scene) >= 2
+            sides += [(o.box[2] - o.box[0]) / record.image_size[0] for o in record.scene]
+        return float(np.mean(sides))
+
+    assert mean_side(2.0) > 1.6 * mean_side(1.0)
+    with pytest.raises(ValueError, match="object_scale"):
+        write_shapes("/nonexistent", 1, 1, object_scale=5.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 PANELS = (
@@ -53,7 +54,12 @@ def plot_runs(runs: dict[str, Path], out_dir: Path) -> list[Path]:
         lines = 0
         for name, history in histories.items():
             for key in _matching(history, prefixes):
-                points = [(row["step"], row[key]) for row in history if key in row]
+                # NaN = undefined at that step (e.g. box monitors on a text-only batch).
+                points = [
+                    (row["step"], row[key])
+                    for row in history
+                    if key in row and math.isfinite(row[key])
+                ]
                 if points:
                     label = (
                         name

@@ -65,6 +65,8 @@ class DemoPlan:
     grpo_beta: float = 0.0
     grpo_temperature: float = 1.0
     max_completion_length: int = 40
+    # A detection answer lists several labelled boxes: 40 tokens cut it off before </answer>.
+    ovd_max_completion_length: int = 96
     ovd_ablation: bool = False
     ovd_prompts: int = 96
 
@@ -112,7 +114,14 @@ def _sft(model: str, data: str, out: Path, steps: int, batch: int, lr: float, se
 
 
 def _grpo(
-    model: str, data: str, out: Path, plan: DemoPlan, steps: int, seed: int, accuracy: str
+    model: str,
+    data: str,
+    out: Path,
+    plan: DemoPlan,
+    steps: int,
+    seed: int,
+    accuracy: str,
+    max_completion_length: int | None = None,
 ) -> Path:
     base = _quiet(out)
     config = TrainConfig(
@@ -122,7 +131,7 @@ def _grpo(
         rollout=RolloutConfig(
             num_generations=plan.grpo_generations,
             temperature=plan.grpo_temperature,
-            max_completion_length=plan.max_completion_length,
+            max_completion_length=max_completion_length or plan.max_completion_length,
         ),
         algo=AlgoConfig(loss_type="grpo", beta=plan.grpo_beta),
         optim=OptimConfig(
@@ -246,7 +255,16 @@ def run_demo(out: Path | None = None, mode: str = "default", seed: int = 0) -> d
         ovd_train = str(data_dir / "ovd_train.jsonl")
         steps = plan.ovd_prompts // plan.grpo_prompts_per_step
         for name, reward in (("grpo_ap", "ap"), ("grpo_odlength", "od_length")):
-            path = _grpo(str(start), ovd_train, out / name, plan, steps, seed, reward)
+            path = _grpo(
+                str(start),
+                ovd_train,
+                out / name,
+                plan,
+                steps,
+                seed,
+                reward,
+                plan.ovd_max_completion_length,
+            )
             results[name] = {
                 "eval_in": {
                     k: v
@@ -255,7 +273,7 @@ def run_demo(out: Path | None = None, mode: str = "default", seed: int = 0) -> d
                         str(data_dir / "ovd_eval_in.jsonl"),
                         out / "eval" / name,
                         batch_size=20,
-                        max_new_tokens=96,
+                        max_new_tokens=plan.ovd_max_completion_length,
                         limit=plan.n_eval,
                         progress=False,
                     ).items()

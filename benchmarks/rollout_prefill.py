@@ -33,21 +33,30 @@ def main() -> None:
     adapter, model, processor = load_model(tiny_checkpoint("qwen2_5_vl", "demo"))
     tokenizer = processor.tokenizer
     with tempfile.TemporaryDirectory() as folder:
-        data = write_shapes(folder, args.prompts, 0, seed=0, image_size=str(args.image), tasks=["rec"])["rec_train"]
+        data = write_shapes(
+            folder, args.prompts, 0, seed=0, image_size=str(args.image), tasks=["rec"]
+        )["rec_train"]
         prompts = [prepare_prompt(adapter, processor, s) for s in read_samples(str(data))]
     params = SamplingParams(args.generations, args.new_tokens)
     seeds = list(range(len(prompts)))
     times = {}
     for shared in (False, True):
-        backend = HFRollout(processor, [tokenizer.convert_tokens_to_ids(adapter.eos_token)], tokenizer.pad_token_id,
-                            adapter.forbidden_token_ids(tokenizer), shared_prefill=shared)
+        backend = HFRollout(
+            processor,
+            [tokenizer.convert_tokens_to_ids(adapter.eos_token)],
+            tokenizer.pad_token_id,
+            adapter.forbidden_token_ids(tokenizer),
+            shared_prefill=shared,
+        )
         runs = []
         for _ in range(args.repeats):
             start = time.perf_counter()
             backend.generate(model, prompts, seeds, params)
             runs.append(time.perf_counter() - start)
         times[shared] = statistics.median(runs)
-    print(f"prompt tokens: {prompts[0].length}, {args.prompts} prompts x G={args.generations} x {args.new_tokens} tokens")
+    print(
+        f"prompt tokens: {prompts[0].length}, {args.prompts} prompts x G={args.generations} x {args.new_tokens} tokens"
+    )
     print(f"plain generation:          {times[False]:.3f} s")
     print(f"shared-prefill generation: {times[True]:.3f} s")
     print(f"speedup={times[False] / times[True]:.2f}")

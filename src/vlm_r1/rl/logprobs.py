@@ -43,12 +43,8 @@ def completion_logprobs(
     ``mm_encoder_outputs`` form (see ``rl.image_features``); the pixels are then not stacked
     or encoded again.
     """
-    features = [p.features for p in prompts]
-    if image_features is not None:
-        features = [{k: v for k, v in f.items() if k not in REPLACED_INPUTS} for f in features]
-    batch = stack_prompts(features, pad_token_id)
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = _prompt_batch(prompts, pad_token_id, image_features is not None, device)
     completion_ids = completion_ids.to(device)
     completion_mask = completion_mask.to(device)
     t = completion_ids.shape[1]
@@ -65,6 +61,16 @@ def completion_logprobs(
         batch["mm_encoder_outputs"] = image_features
     logits = model(**batch, logits_to_keep=t + 1, use_cache=False).logits[:, :-1]  # [N, T, V]
     return token_logprobs(logits, completion_ids, temperature)
+
+
+def _prompt_batch(
+    prompts: Sequence[PreparedPrompt], pad_token_id: int, features_given: bool, device: Any
+) -> dict[str, Any]:
+    """The prompts stacked (left-padded) on ``device``; without pixels when features are given."""
+    features = [p.features for p in prompts]
+    if features_given:
+        features = [{k: v for k, v in f.items() if k not in REPLACED_INPUTS} for f in features]
+    return {k: v.to(device) for k, v in stack_prompts(features, pad_token_id).items()}
 
 
 def shared_prefix_logprobs(
@@ -90,12 +96,8 @@ def shared_prefix_logprobs(
     text position = (index among attended tokens) + the prefix's ``rope_deltas``.
     ``image_features``: encoder outputs for ``prompts`` (not per row), see ``rl.image_features``.
     """
-    features = [p.features for p in prompts]
-    if image_features is not None:
-        features = [{k: v for k, v in f.items() if k not in REPLACED_INPUTS} for f in features]
-    prefix = stack_prompts(features, pad_token_id)
     device = next(model.parameters()).device
-    prefix = {k: v.to(device) for k, v in prefix.items()}
+    prefix = _prompt_batch(prompts, pad_token_id, image_features is not None, device)
     if image_features is not None:
         prefix["mm_encoder_outputs"] = image_features
     inner = _inner_model(model)

@@ -256,7 +256,10 @@ class GRPOTrainer:
             prompts_too_long=too_long,
         )
         with torch.no_grad():
-            features = self._encode(self.engine.model, rollout)
+            # The policy's features, if anything reads them: the updates and the reference
+            # (frozen tower), or the old-policy log-probs (mu > 1).
+            needed = not self.vision_trains or cfg.algo.num_iterations > 1
+            features = self._encode(self.engine.model, rollout) if needed else None
             if not self.vision_trains:
                 batch.image_features = features  # the same for every forward of this batch
             if cfg.algo.num_iterations > 1:

@@ -37,9 +37,7 @@ def greedy_generator(
     """Batched greedy decoding (left-padded prompts), vision placeholders suppressed."""
     tokenizer = processor.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = sorted(
-        {tokenizer.convert_tokens_to_ids(adapter.eos_token), tokenizer.eos_token_id} - {None}
-    )
+    eos = adapter.stop_token_ids(tokenizer)
     suppress = adapter.forbidden_token_ids(tokenizer) or None
 
     @torch.no_grad()

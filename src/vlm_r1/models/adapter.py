@@ -230,6 +230,11 @@ class VLMAdapter:
         processor.tokenizer.padding_side = "left"
         return processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")
 
+    def stop_token_ids(self, tokenizer: Any) -> list[int]:
+        """Ids that end a completion: the chat turn's end token and the tokenizer's EOS."""
+        ids = {tokenizer.convert_tokens_to_ids(self.eos_token), tokenizer.eos_token_id}
+        return sorted(ids - {None})
+
     def forbidden_token_ids(self, tokenizer: Any) -> list[int]:
         """Ids of vision placeholder tokens, to suppress during generation."""
         ids = [tokenizer.convert_tokens_to_ids(t) for t in self.placeholder_tokens]

@@ -109,8 +109,7 @@ class GRPOTrainer:
 
     def _rollout_backend(self) -> RolloutBackend:
         tokenizer = self.engine.processor.tokenizer
-        eos = tokenizer.convert_tokens_to_ids(self.engine.adapter.eos_token)
-        eos_ids = sorted({eos, tokenizer.eos_token_id} - {None})
+        eos_ids = self.engine.adapter.stop_token_ids(tokenizer)
         if self.config.rollout.backend == "vllm":
             return VLLMRollout(
                 self.config.model.path,

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from vlm_r1.rl.prompts import PreparedPrompt, stack_prompts
+from vlm_r1.rl.prompts import PreparedPrompt
 
 #: Per-prompt tensors the vision encoder reads (Qwen: patches + grid; InternVL: tiles).
 ENCODER_INPUTS = ("pixel_values", "image_grid_thw")
@@ -73,18 +73,13 @@ class SharedImageFeatures:
         with_images = [p for p in prompts if "pixel_values" in p.features]
         if not with_images:
             raise ValueError("no prompt in this batch has an image; nothing to encode")
-        inputs = stack_prompts(
-            [
-                {k: v for k, v in p.features.items() if k in ENCODER_INPUTS or k == "input_ids"}
-                for p in with_images
-            ],
-            pad_token_id=0,
-        )
-        inputs.pop("input_ids")
         device = next(model.parameters()).device
-        output = model.get_image_features(
-            **{k: v.to(device) for k, v in inputs.items()}, return_dict=True
-        )
+        inputs = {
+            key: torch.cat([p.features[key] for p in with_images]).to(device)
+            for key in ENCODER_INPUTS
+            if key in with_images[0].features
+        }
+        output = model.get_image_features(**inputs, return_dict=True)
         pooler = output.pooler_output
         tuple_pooler = isinstance(pooler, (tuple, list))
         deepstack = getattr(output, "deepstack_features", None)

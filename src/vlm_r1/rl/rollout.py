@@ -66,6 +66,34 @@ def completion_mask(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Te
     return mask, ~is_eos.any(dim=1)
 
 
+def assemble_rollout(
+    prompts: Sequence[PreparedPrompt],
+    group_size: int,
+    rows: Sequence[Sequence[int] | torch.Tensor],
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    processor: Any,
+    stopped_on_length: Sequence[bool] | None = None,
+) -> Rollout:
+    """A :class:`Rollout` from each completion's new tokens (rows of any length, G per prompt).
+
+    Rows are right-padded; the mask covers each row up to and including its first EOS and
+    never past its own length. A row without EOS is truncated; a backend that reports why it
+    stopped (``stopped_on_length``) narrows that to rows that hit the token limit.
+    """
+    width = max(1, max(len(row) for row in rows))
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    lengths = torch.tensor([len(row) for row in rows])
+    mask, no_eos = completion_mask(ids, eos_token_ids)
+    mask = mask * (torch.arange(width)[None] < lengths[:, None])
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_token_id))
+    truncated = no_eos if stopped_on_length is None else no_eos & torch.tensor(stopped_on_length)
+    texts = processor.batch_decode(ids, skip_special_tokens=True)
+    return Rollout(list(prompts), group_size, ids, mask, texts, truncated)
+
+
 class HFRollout:
     """transformers ``generate``, one call per prompt group, seeded per prompt.
 
@@ -176,14 +204,11 @@ class HFRollout:
             for p, seed in zip(prompts, seeds, strict=True)
         ]
         model.train(was_training)
-        width = max(p.shape[1] for p in pieces)
-        ids = torch.cat(
-            [
-                torch.nn.functional.pad(p, (0, width - p.shape[1]), value=self.pad_token_id)
-                for p in pieces
-            ]
+        return assemble_rollout(
+            prompts,
+            params.num_generations,
+            [row for piece in pieces for row in piece],
+            self.eos_token_ids,
+            self.pad_token_id,
+            self.processor,
         )
-        mask, truncated = completion_mask(ids, self.eos_token_ids)
-        ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.pad_token_id))
-        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
-        return Rollout(list(prompts), params.num_generations, ids, mask, texts, truncated)

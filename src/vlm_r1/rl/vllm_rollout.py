@@ -30,7 +30,7 @@ from vlm_r1.config import ConfigError
 from vlm_r1.data.jsonl import load_sample_images
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.rl.prompts import PreparedPrompt
-from vlm_r1.rl.rollout import Rollout, SamplingParams, completion_mask
+from vlm_r1.rl.rollout import Rollout, SamplingParams, assemble_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -158,16 +158,9 @@ def rollout_from_outputs(
         for sample in request.outputs:
             rows.append(list(sample.token_ids))
             stopped_on_length.append(sample.finish_reason == "length")
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    mask, no_eos = completion_mask(ids, eos_token_ids)
-    mask = mask * (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None])
-    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_token_id))
-    truncated = no_eos & torch.tensor(stopped_on_length)
-    texts = processor.batch_decode(ids, skip_special_tokens=True)
-    return Rollout(list(prompts), group_size, ids, mask.long(), texts, truncated)
+    return assemble_rollout(
+        prompts, group_size, rows, eos_token_ids, pad_token_id, processor, stopped_on_length
+    )
 
 
 # -------------------------------------------------------------------------------- engine

@@ -48,6 +48,9 @@ def test_dotted_overrides_and_types(tmp_path):
         (["rewards=[{name: rec_acc, params: {thresh: 1}}]"], r"no parameter 'thresh'"),
         (["model.freeze_vision=maybe"], r"must be true or false"),
         (["algo.scale_rewards=std"], r"algo.scale_rewards='std' is not allowed"),
+        (["rollout.backend=sglang"], r"rollout.backend='sglang' is not allowed; .*'vllm'"),
+        (["rollout.vllm_gpu_memory_utilization=1.5"], r"must be in \(0, 1\)"),
+        (["speed.share_prompt_prefix=sometimes"], r"must be true or false"),
     ],
 )
 def test_bad_values_name_the_key_and_choices(tmp_path, override, message):

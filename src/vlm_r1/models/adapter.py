@@ -286,6 +286,9 @@ class VLMAdapter:
     def tiny_processor(self, tokenizer: Any, recipe: TinyRecipe) -> Any:
         raise NotImplementedError(f"{self.family} has no tiny recipe")
 
+    def init_tiny_weights(self, model: torch.nn.Module) -> None:
+        """Family-specific initialisation of a from-scratch tiny model (default: none)."""
+
 
 def check_attention_backend(attn_implementation: str) -> None:
     """Fail early and clearly when a requested attention backend is not installed."""

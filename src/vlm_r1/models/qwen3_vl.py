@@ -8,6 +8,7 @@ from typing import Any
 
 from vlm_r1.models.adapter import TinyRecipe
 from vlm_r1.models.chat_templates import QWEN_IMAGE, QWEN_VIDEO, chatml
+from vlm_r1.models.position_codes import init_position_embedding
 from vlm_r1.models.qwen_common import QwenVLAdapter, tiny_text_config, vision_token_ids
 from vlm_r1.models.registry import register_family
 
@@ -63,3 +64,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
             video_processor=Qwen3VLVideoProcessor(patch_size=16, merge_size=2),
             chat_template=self.chat_template,
         )
+
+    def init_tiny_weights(self, model: Any) -> None:
+        """Sin-cos position embeddings so a from-scratch tower can tell where things are."""
+        visual = model.model.visual
+        init_position_embedding(visual.pos_embed, visual.patch_embed.proj.weight)

@@ -29,7 +29,7 @@ from vlm_r1.models.adapter import TINY_SIZES, TinyRecipe, VLMAdapter
 from vlm_r1.models.registry import get_adapter
 
 #: Bump when the recipe or corpus changes so cached checkpoints are rebuilt.
-TINY_FORMAT_VERSION = 1
+TINY_FORMAT_VERSION = 2  # 2: Qwen3-VL sin-cos vision position embeddings
 REASONING_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 
 _COLOURS = [
@@ -215,6 +215,7 @@ def build_tiny(family: str, out: str | os.PathLike, size: str = "test", seed: in
     config = adapter.tiny_config(recipe_for_model, token_ids)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    adapter.init_tiny_weights(model)
     model.generation_config.eos_token_id = token_ids[adapter.eos_token]
     model.generation_config.pad_token_id = token_ids[adapter.pad_token]
     model.generation_config.bos_token_id = token_ids[adapter.pad_token]

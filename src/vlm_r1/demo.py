@@ -1,11 +1,16 @@
 """``vlm-r1 demo``: the VLM-R1 paper in miniature, on a CPU.
 
-0. Build a demo-size Qwen2.5-VL locally and the shapes world (in-domain and out-of-domain REC).
+0. Build a demo-size Qwen3-VL locally and the shapes world (in-domain and out-of-domain REC).
+   Qwen3-VL because its vision tower has absolute position embeddings: built from scratch
+   (``models/position_codes.py``) it learns where objects are within minutes of CPU training;
+   Qwen2.5-VL's tower carries position only through rotary attention, and a from-scratch tiny
+   one learned box sizes but not box positions in the same budget.
 1. Warm start: a short SFT on single-object grounding ("the red circle"), so the model knows
    the answer format and some grounding, as a pretrained VLM does (cached after the first run).
 2. From that same start: (a) SFT on the REC training split, (b) GRPO on the same split, with a
-   matched sample budget (the same number of training prompts).
-3. Evaluate start, SFT and GRPO on ``eval_in`` and ``eval_ood`` (Acc@0.5, mean IoU).
+   matched budget: SFT trains on as many samples as GRPO samples completions (prompts x G).
+3. Evaluate start, SFT and GRPO on ``eval_in`` and ``eval_ood`` (Acc@0.5, mean IoU), and test
+   each pair on the same samples (McNemar's exact test, ``eval/compare.py``).
 4. ``--full`` adds the detection ablation: GRPO with a plain AP reward vs odLength, and the
    reward-hacking monitors.
 5. Write ``metrics.json`` and ``report.html``; print the table. The numbers are whatever this
@@ -37,6 +42,7 @@ from vlm_r1.config import (
     TrainConfig,
 )
 from vlm_r1.data.shapes import write_shapes
+from vlm_r1.eval.compare import compare_predictions
 from vlm_r1.eval.runner import evaluate_checkpoint
 from vlm_r1.models.tiny import cache_root, tiny_checkpoint
 from vlm_r1.report.html import build_report
@@ -56,9 +62,10 @@ class DemoPlan:
     warm_steps: int = 400
     warm_batch: int = 16
     warm_lr: float = 5e-4
-    budget_prompts: int = 320  # training prompts for SFT and for GRPO alike
-    sft_batch: int = 8
-    sft_lr: float = 3e-4
+    # Matched budget: GRPO trains on budget_prompts x G completions, SFT on as many samples.
+    budget_prompts: int = 640
+    sft_batch: int = 16
+    sft_lr: float = 5e-4
     grpo_prompts_per_step: int = 4
     grpo_generations: int = 8
     grpo_lr: float = 1e-4
@@ -69,6 +76,7 @@ class DemoPlan:
     ovd_max_completion_length: int = 96
     ovd_ablation: bool = False
     ovd_prompts: int = 96
+    ovd_warm_steps: int = 200
 
 
 PLANS = {
@@ -83,7 +91,7 @@ PLANS = {
     "default": DemoPlan(),
     "full": DemoPlan(ovd_ablation=True),
 }
-FAMILY = "qwen2_5_vl"
+FAMILY = "qwen3_vl"
 
 
 def _quiet(output: Path) -> dict[str, Any]:
@@ -149,16 +157,16 @@ def _grpo(
 
 
 def _warm_start(
-    model: str, data_dir: Path, plan: DemoPlan, seed: int, tasks: tuple[str, ...]
+    model: str, data_dir: Path, plan: DemoPlan, seed: int, tasks: tuple[str, ...], steps: int
 ) -> Path:
-    """SFT on single-object grounding; cached by everything that determines it."""
+    """A short SFT on ``tasks``; cached by everything that determines it."""
     key = json.dumps(
         [
             model,
             plan.image_size,
             plan.object_scale,
             plan.n_train,
-            plan.warm_steps,
+            steps,
             plan.warm_batch,
             plan.warm_lr,
             seed,
@@ -171,7 +179,7 @@ def _warm_start(
     data = ":".join(str(data_dir / f"{t}_train.jsonl") for t in tasks)
     staging = cached.with_name(cached.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    _sft(model, data, staging, plan.warm_steps, plan.warm_batch, plan.warm_lr, seed)
+    _sft(model, data, staging, steps, plan.warm_batch, plan.warm_lr, seed)
     shutil.rmtree(cached, ignore_errors=True)
     staging.rename(cached)
     return cached / "final"
@@ -215,23 +223,24 @@ def run_demo(out: Path | None = None, mode: str = "default", seed: int = 0) -> d
     model = str(tiny_checkpoint(FAMILY, "demo", seed))
     lap("data_and_model")
     console.print("[bold]0.[/] warm start (SFT on single-object grounding; cached)")
-    warm_tasks = ("locate", "ovd") if plan.ovd_ablation else ("locate",)
-    start = _warm_start(model, data_dir, plan, seed, warm_tasks)
+    start = _warm_start(model, data_dir, plan, seed, ("locate",), plan.warm_steps)
     lap("warm_start")
     rec_train = str(data_dir / "rec_train.jsonl")
-    console.print(f"[bold]1.[/] SFT on REC ({plan.budget_prompts} samples)")
+    sft_samples = plan.budget_prompts * plan.grpo_generations
+    console.print(f"[bold]1.[/] SFT on REC ({sft_samples} samples)")
     sft = _sft(
         str(start),
         rec_train,
         out / "sft",
-        plan.budget_prompts // plan.sft_batch,
+        sft_samples // plan.sft_batch,
         plan.sft_batch,
         plan.sft_lr,
         seed,
     )
     lap("sft")
     console.print(
-        f"[bold]2.[/] GRPO on REC ({plan.budget_prompts} prompts x G={plan.grpo_generations})"
+        f"[bold]2.[/] GRPO on REC ({plan.budget_prompts} prompts x G={plan.grpo_generations}"
+        " completions)"
     )
     grpo = _grpo(
         str(start),
@@ -248,15 +257,21 @@ def run_demo(out: Path | None = None, mode: str = "default", seed: int = 0) -> d
         name: _evaluate(path, data_dir, "rec", out / "eval" / name, plan.n_eval)
         for name, path in (("start", start), ("sft", sft), ("grpo", grpo))
     }
+    comparisons = _compare(out / "eval")
     lap("eval")
     runs = {"sft": out / "sft", "grpo": out / "grpo"}
     if plan.ovd_ablation:
         console.print("[bold]4.[/] detection ablation: GRPO with AP vs odLength")
+        # The detection runs start from the same model taught the detection answer format too
+        # (it otherwise never lists boxes, and both rewards would be 0 everywhere).
+        ovd_start = _warm_start(
+            str(start), data_dir, plan, seed, ("locate", "ovd"), plan.ovd_warm_steps
+        )
         ovd_train = str(data_dir / "ovd_train.jsonl")
         steps = plan.ovd_prompts // plan.grpo_prompts_per_step
         for name, reward in (("grpo_ap", "ap"), ("grpo_odlength", "od_length")):
             path = _grpo(
-                str(start),
+                str(ovd_start),
                 ovd_train,
                 out / name,
                 plan,
@@ -282,11 +297,14 @@ def run_demo(out: Path | None = None, mode: str = "default", seed: int = 0) -> d
             }
             runs[name] = out / name
         lap("ovd_ablation")
-    verdicts = _verdicts(results)
+    verdicts = _verdicts(results, comparisons)
     summary = {
         "mode": mode,
         "plan": asdict(plan),
         "results": results,
+        # Paired McNemar tests on the same eval samples; "b_vs_a" asks "is b better than a?".
+        "comparisons": comparisons,
+        "sft_improves_on_start_in_domain": comparisons["eval_in"]["sft_vs_start"]["b_is_better"],
         "timings_seconds": timings,
         "total_seconds": round(time.perf_counter() - started, 1),
         "verdicts": verdicts,
@@ -309,24 +327,53 @@ def _miou(results: dict[str, Any], model: str, split: str) -> float:
     return float(results.get(model, {}).get(split, {}).get("rec", {}).get("miou", float("nan")))
 
 
-def _verdicts(results: dict[str, Any]) -> list[str]:
-    """Plain statements of what this run measured (no claim the numbers do not support)."""
+#: Model pairs the demo compares; each is tested both ways ("is b better than a?").
+PAIRS = (("sft", "start"), ("grpo", "start"), ("grpo", "sft"))
+NAMES = {"start": "start", "sft": "SFT", "grpo": "GRPO"}
+
+
+def _compare(eval_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Paired tests between the models' REC predictions, per split: ``[split]["b_vs_a"]``."""
+    return {
+        split: {
+            f"{b}_vs_{a}": compare_predictions(
+                eval_dir / a / split / "predictions.jsonl",
+                eval_dir / b / split / "predictions.jsonl",
+            ).as_dict()
+            for pair in PAIRS
+            for b, a in (pair, pair[::-1])
+        }
+        for split in ("eval_in", "eval_ood")
+    }
+
+
+def _pair_verdict(tests: dict[str, dict[str, Any]], b: str, a: str) -> str:
+    """``"SFT > start (31 vs 2 samples, p=1e-07)"``, or ``~`` when neither way is significant."""
+    for better, worse in ((b, a), (a, b)):
+        test = tests[f"{better}_vs_{worse}"]
+        if test["b_is_better"]:
+            return (
+                f"{NAMES[better]} > {NAMES[worse]} ({test['b_only']} vs {test['a_only']} "
+                f"samples, p={test['p_value']:.2g})"
+            )
+    test = tests[f"{b}_vs_{a}"]
+    return (
+        f"{NAMES[b]} ~ {NAMES[a]} ({test['b_only']} vs {test['a_only']} samples, not significant)"
+    )
+
+
+def _verdicts(results: dict[str, Any], comparisons: dict[str, Any]) -> list[str]:
+    """Plain statements of what this run measured: a model is only called better than another
+    when a paired exact test on the same samples says so (p < 0.05)."""
     lines = []
     for split, label in (("eval_in", "in domain"), ("eval_ood", "out of domain")):
         acc = {m: _acc(results, m, split) for m in ("start", "sft", "grpo")}
         miou = {m: _miou(results, m, split) for m in ("start", "sft", "grpo")}
-        key, values = ("Acc@0.5", acc) if max(acc.values()) > 0 else ("mean IoU", miou)
-        best = max(("sft", "grpo"), key=lambda m: values[m])
-        other = "sft" if best == "grpo" else "grpo"
-        verdict = (
-            f"{best.upper()} is ahead on {key}"
-            if values[best] > values[other]
-            else f"SFT and GRPO tie on {key}"
-        )
+        tests = comparisons[split]
+        pairs = "; ".join(_pair_verdict(tests, b, a) for b, a in PAIRS)
         lines.append(
             f"{label}: Acc@0.5 start {acc['start']:.3f} / SFT {acc['sft']:.3f} / GRPO {acc['grpo']:.3f}; "
-            f"mean IoU {miou['start']:.3f} / {miou['sft']:.3f} / {miou['grpo']:.3f} -> {verdict}"
-            f"{'' if max(acc.values()) > 0 else ' (no model reaches IoU 0.5 at this scale)'}."
+            f"mean IoU {miou['start']:.3f} / {miou['sft']:.3f} / {miou['grpo']:.3f}. {pairs}."
         )
     if "grpo_ap" in results:
         ap = results["grpo_ap"]["eval_in"].get("ovd", {})

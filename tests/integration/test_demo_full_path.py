@@ -14,6 +14,7 @@ def test_full_mode_runs_the_ovd_ablation(tmp_path, monkeypatch):
         n_train=24,
         n_eval=6,
         warm_steps=3,
+        ovd_warm_steps=2,
         warm_batch=4,
         budget_prompts=8,
         sft_batch=4,

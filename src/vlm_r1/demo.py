@@ -52,9 +52,9 @@ from vlm_r1.sft import SFTConfig, run_sft
 
 @dataclass(frozen=True)
 class DemoPlan:
-    # Objects twice the default size on 112x112 images (16 image tokens): a tiny model from
-    # scratch does not learn to find objects that fill a fraction of one image token among
-    # ~100 prompt tokens in a CPU budget; objects covering a few tokens it starts to ground.
+    # Objects twice the default size on 112x112 images (16 image tokens), so each covers a few
+    # image tokens. Chosen while the tiny towers could not yet see position (default-size
+    # objects were never found then); not re-tuned since the sin-cos position codes.
     image_size: str = "112"
     object_scale: float = 2.0
     n_train: int = 2000

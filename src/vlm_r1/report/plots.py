@@ -18,6 +18,7 @@ PANELS = (
         "hacking monitors",
     ),
     ("boxes", ("monitor/pred_gt_box_ratio",), "predicted / gt boxes"),
+    ("spread", ("monitor/centre_spread_ratio",), "box-centre spread / true spread (REC)"),
     ("aha", ("monitor/recheck_rate",), "re-checking in <think>"),
     ("why0", ("monitor/why0/",), "why accuracy was 0"),
     ("loss", ("loss",), "loss"),

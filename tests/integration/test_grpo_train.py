@@ -52,7 +52,10 @@ def test_full_finetune_variants(make_config, tiny_path, overrides):
     config = load_config(make_config(**overrides))
     start = weights(tiny_path("qwen2_5_vl"))
     metrics = run_training(config)
-    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k != "skipped_steps")
+    # The centre spread needs two parsed REC boxes in a batch; an untrained tiny model may
+    # write none, and then the monitor is undefined (NaN) by design.
+    undefined_ok = {"skipped_steps", "monitor/centre_spread_ratio"}
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k not in undefined_ok)
     out = config.checkpoint.output_dir
     final = weights(__import__("pathlib").Path(out) / "final")
     adapter = get_adapter("qwen2_5_vl")

@@ -185,15 +185,24 @@ def _warm_start(
     return cached / "final"
 
 
-def _evaluate(model: Path, data_dir: Path, task: str, out: Path, limit: int) -> dict[str, Any]:
+def _evaluate(
+    model: Path,
+    data_dir: Path,
+    task: str,
+    out: Path,
+    limit: int,
+    splits: tuple[str, ...] = ("eval_in", "eval_ood"),
+    max_new_tokens: int = 48,
+) -> dict[str, Any]:
+    """Greedy eval of ``model`` on ``{task}_{split}.jsonl`` per split (written to ``out/split``)."""
     results = {}
-    for split in ("eval_in", "eval_ood"):
+    for split in splits:
         metrics = evaluate_checkpoint(
             str(model),
             str(data_dir / f"{task}_{split}.jsonl"),
             out / split,
             batch_size=20,
-            max_new_tokens=48,
+            max_new_tokens=max_new_tokens,
             limit=limit,
             progress=False,
         )
@@ -280,21 +289,15 @@ def run_demo(out: Path | None = None, mode: str = "default", seed: int = 0) -> d
                 reward,
                 plan.ovd_max_completion_length,
             )
-            results[name] = {
-                "eval_in": {
-                    k: v
-                    for k, v in evaluate_checkpoint(
-                        str(path),
-                        str(data_dir / "ovd_eval_in.jsonl"),
-                        out / "eval" / name,
-                        batch_size=20,
-                        max_new_tokens=plan.ovd_max_completion_length,
-                        limit=plan.n_eval,
-                        progress=False,
-                    ).items()
-                    if not k.startswith("_")
-                }
-            }
+            results[name] = _evaluate(
+                path,
+                data_dir,
+                "ovd",
+                out / "eval" / name,
+                plan.n_eval,
+                splits=("eval_in",),
+                max_new_tokens=plan.ovd_max_completion_length,
+            )
             runs[name] = out / name
         lap("ovd_ablation")
     verdicts = _verdicts(results, comparisons)

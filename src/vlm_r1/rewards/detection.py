@@ -3,7 +3,8 @@
 Explicit edge cases (COCO leaves them undefined):
 
 * no ground truth and no prediction (the model said "None" correctly) -> 1.0;
-* no ground truth but predictions -> 0.0;  ground truth but no prediction -> 0.0.
+* no ground truth but predictions -> 0.0;  ground truth but no prediction -> 0.0
+  (``detection_weighted``, like VLM-R1's ``weighted_sum``, wants the answer "None" itself).
 
 Labels are compared case- and whitespace-insensitively. A prediction without a label is given
 the ground-truth category when the sample has exactly one; otherwise it matches nothing.
@@ -19,9 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from vlm_r1.rewards.box_math import iou_matrix
 from vlm_r1.rewards.common import ctx_item, gt_boxes, normalise_label, predicted_boxes
-from vlm_r1.rewards.detection_math import COCO_IOU_THRESHOLDS, Detections, coco_ap
+from vlm_r1.rewards.detection_math import (
+    COCO_IOU_THRESHOLDS,
+    Detections,
+    coco_ap,
+    vlmr1_iou_matrix,
+    weighted_detection_score,
+)
+from vlm_r1.rewards.parsing import extract_answer
 from vlm_r1.rewards.registry import RewardOutput, register_reward
 
 
@@ -99,24 +106,6 @@ def od_length(
     return RewardOutput([float(s) for s in scores], details)
 
 
-def greedy_match(ious: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (pred, gt) by descending IoU, each box used once, IoU >= threshold."""
-    pairs = []
-    if ious.size == 0:
-        return pairs
-    order = np.argsort(-ious, axis=None, kind="stable")
-    used_p, used_g = set(), set()
-    for flat in order:
-        p, g = divmod(int(flat), ious.shape[1])
-        if ious[p, g] < threshold:
-            break
-        if p not in used_p and g not in used_g:
-            pairs.append((p, g))
-            used_p.add(p)
-            used_g.add(g)
-    return pairs
-
-
 @register_reward("detection_weighted")
 def detection_weighted(
     completions: list[str],
@@ -129,29 +118,42 @@ def detection_weighted(
     require_answer_tag: bool = True,
     **ctx: Any,
 ) -> RewardOutput:
-    """VLM-R1's ``weighted_sum`` detection score, in [0, 1] when the weights sum to 1.
+    """VLM-R1's ``weighted_sum`` reward (``detection_score``), in [0, 1].
 
-    Greedy one-to-one matching at IoU >= ``iou_threshold``; position = mean IoU of matched
-    pairs; label = fraction of matched pairs whose labels agree; completeness =
-    ``2 * matched / (n_pred + n_gt)`` (1 - (misses + false positives) / (n_pred + n_gt)).
+    ``(0.7 position + 0.0 label + 0.3 completeness) / sum of weights`` (defaults) after greedy
+    matching at IoU >= 0.5 (VLM-R1's): position = IoU summed over matches whose labels agree / #gt,
+    label = agreeing matches / #gt, completeness = 1 - (miss rate + false-alarm rate) / 2; a
+    label-mismatched match uses up both boxes with IoU 0. The formula, its IoU (slivers of one
+    unit or less do not overlap) and its edge cases are in ``detection_math``
+    (``weighted_detection_score``, ``vlmr1_iou_matrix``). No ground truth: 1 only for an
+    answer that reads "None" (VLM-R1: ``clean_text(answer) == "none"``), else 0.
+
+    Same score as VLM-R1 given the same boxes; the inputs differ where VLM-R1 is stricter or
+    undefined: boxes come from our lenient parser (any format ``parse_boxes`` reads, not only a
+    fenced ```json block) mapped to original-image pixels, the frame the 1-unit overlap rule is
+    applied in; labels compare case- and whitespace-insensitively (VLM-R1: lower-cased); an
+    unlabelled box takes the single ground-truth category (VLM-R1 raises on it), else matches
+    no label; with ``require_answer_tag`` (default) an answer needs its ``<answer>`` tag.
     """
-    total = position_weight + label_weight + completeness_weight
+    weights = (position_weight, label_weight, completeness_weight)
     samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
     scores = []
-    for s, (n_pred, n_gt), d in zip(samples, counts, details, strict=True):
-        if n_pred == 0 or n_gt == 0:
-            scores.append(1.0 if n_pred == n_gt == 0 else 0.0)
+    for i, (s, (_, n_gt), d) in enumerate(zip(samples, counts, details, strict=True)):
+        if n_gt == 0:  # VLM-R1's "None" solution
+            answer = extract_answer(completions[i], require_answer_tag).answer
+            says_none = answer is not None and answer.strip().rstrip(".").lower() == "none"
+            scores.append(1.0 if says_none else 0.0)
             continue
-        ious = iou_matrix(s.pred_boxes, s.gt_boxes)
-        pairs = greedy_match(ious, iou_threshold)
-        position = float(np.mean([ious[p, g] for p, g in pairs])) if pairs else 0.0
-        label = (
-            float(np.mean([s.pred_labels[p] == s.gt_labels[g] for p, g in pairs])) if pairs else 0.0
+        ious = vlmr1_iou_matrix(s.pred_boxes, s.gt_boxes)
+        same_label = np.array(
+            [[p == g for g in s.gt_labels] for p in s.pred_labels], dtype=bool
+        ).reshape(ious.shape)
+        result = weighted_detection_score(ious, same_label, iou_threshold, weights)
+        d.update(
+            matched=result.matched,
+            position=result.position,
+            label=result.label,
+            completeness=result.completeness,
         )
-        completeness = 2 * len(pairs) / (n_pred + n_gt)
-        d.update(matched=len(pairs), position=position, label=label, completeness=completeness)
-        score = (
-            position_weight * position + label_weight * label + completeness_weight * completeness
-        )
-        scores.append(score / total if total > 0 else 0.0)
+        scores.append(result.score)
     return RewardOutput(scores, details)

@@ -15,6 +15,9 @@ averaged over the ground-truth categories), without building a COCOeval per samp
 Predicted labels absent from the ground truth belong to no evaluated category (COCOeval skips
 categories without ground truth), so they neither help nor hurt AP; ``od_length`` is what
 penalises them. Reference: Lin et al., "Microsoft COCO", and pycocotools ``cocoeval.py``.
+
+Also VLM-R1's weighted detection score (``weighted_sum``): ``vlmr1_iou_matrix``,
+``greedy_match`` and ``weighted_detection_score``, after VLM-R1's ``grpo_jsonl.py``.
 """
 
 from __future__ import annotations
@@ -194,3 +197,109 @@ def coco_ap(
     has = counts > 0
     result[has] = sums[has] / counts[has][:, None]
     return result
+
+
+# VLM-R1's weighted detection score ("weighted_sum"). Source: om-ai-lab/VLM-R1,
+# src/open-r1-multimodal/src/open_r1/grpo_jsonl.py, functions ``iou`` and ``detection_score``.
+
+
+def vlmr1_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` ``[N, 4]`` with every box of ``b`` ``[M, 4]``, as VLM-R1's
+    detection score computes it (``grpo_jsonl.py``, ``iou``) -> ``[N, M]``.
+
+    The overlap counts only when it exceeds one unit in both axes::
+
+        x1' = max(x1), x2' = min(x2 - 1)  (same for y);   inter = (x2' - x1' + 1)(y2' - y1' + 1)
+        if x1' < x2' and y1' < y2' else 0;   union = area_a + area_b - inter,
+        area = (x2 - x1)(y2 - y1);   IoU = inter / union  (0 when union is 0)
+
+    So it is the continuous IoU except that slivers of width or height <= 1 give 0. An inverted
+    box never satisfies the overlap test, so its IoU is 0. The same float operations as VLM-R1,
+    so boundary cases round identically.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    left = np.maximum(a[:, None, 0], b[None, :, 0])
+    top = np.maximum(a[:, None, 1], b[None, :, 1])
+    right = np.minimum(a[:, None, 2] - 1, b[None, :, 2] - 1)
+    bottom = np.minimum(a[:, None, 3] - 1, b[None, :, 3] - 1)
+    overlaps = (left < right) & (top < bottom)
+    inter = np.where(overlaps, (right - left + 1) * (bottom - top + 1), 0.0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    # inter > 0 implies both boxes are well formed, so union >= inter > 0 there.
+    return np.where(inter > 0, inter / np.where(inter > 0, union, 1.0), 0.0)
+
+
+def greedy_match(ious: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """VLM-R1's greedy one-to-one matching -> ``[(pred, gt), ...]`` in matching order.
+
+    Repeatedly the highest IoU among still unmatched (pred, gt) pairs is taken, ties going to
+    the first pair in pred-major order (VLM-R1 scans preds then gts with a strict ``>``), until
+    that IoU is below ``threshold``. Walking all pairs once in stable descending order and
+    skipping used boxes yields the same pairs.
+    """
+    pairs: list[tuple[int, int]] = []
+    if ious.size == 0:
+        return pairs
+    order = np.argsort(-ious, axis=None, kind="stable")  # row-major among equal IoUs
+    used_p, used_g = set(), set()
+    for flat in order:
+        p, g = divmod(int(flat), ious.shape[1])
+        if ious[p, g] < threshold:
+            break
+        if p not in used_p and g not in used_g:
+            pairs.append((p, g))
+            used_p.add(p)
+            used_g.add(g)
+    return pairs
+
+
+@dataclass(frozen=True)
+class WeightedScore:
+    """VLM-R1's weighted detection score and its parts."""
+
+    score: float
+    position: float = 0.0
+    label: float = 0.0
+    completeness: float = 0.0
+    matched: int = 0
+
+
+def weighted_detection_score(
+    ious: np.ndarray,
+    same_label: np.ndarray,
+    iou_threshold: float = 0.5,
+    weights: tuple[float, float, float] = (0.7, 0.0, 0.3),
+) -> WeightedScore:
+    """VLM-R1's ``detection_score`` from the IoU matrix ``[P, G]`` (``vlmr1_iou_matrix``) and
+    whether each (pred, gt) pair's labels agree ``[P, G]``.
+
+    With M the pairs of ``greedy_match`` at ``iou_threshold`` (a pair whose labels differ still
+    uses up both boxes but counts IoU 0), and weights (alpha, beta, gamma)::
+
+        position     = sum_{(p, g) in M, labels agree} IoU(p, g) / G
+        label        = |{(p, g) in M : labels agree}| / G
+        completeness = 1 - ((G - |M|) / G + (P - |M|) / P) / 2     (miss and false-alarm rates)
+        score        = (alpha position + beta label + gamma completeness) / (alpha + beta + gamma)
+
+    Edge cases as VLM-R1: G = 0 -> 1 if P = 0 else 0; P = 0 (G > 0) -> 0. Defaults are VLM-R1's
+    (0.7, 0.0, 0.3, IoU 0.5). Source: om-ai-lab/VLM-R1 ``grpo_jsonl.py``, ``detection_score``.
+    """
+    alpha, beta, gamma = weights
+    total = alpha + beta + gamma
+    if total <= 0:
+        raise ValueError(f"detection weights must have a positive sum, got {weights}")
+    n_pred, n_gt = ious.shape
+    if n_gt == 0:
+        return WeightedScore(1.0 if n_pred == 0 else 0.0)
+    if n_pred == 0:
+        return WeightedScore(0.0)
+    pairs = greedy_match(ious, iou_threshold)
+    agree = [(p, g) for p, g in pairs if same_label[p, g]]
+    position = sum(float(ious[p, g]) for p, g in agree) / n_gt
+    label = len(agree) / n_gt
+    completeness = 1.0 - ((n_gt - len(pairs)) / n_gt + (n_pred - len(pairs)) / n_pred) / 2.0
+    score = (alpha * position + beta * label + gamma * completeness) / total
+    return WeightedScore(score, position, label, completeness, len(pairs))

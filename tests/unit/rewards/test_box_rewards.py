@@ -167,10 +167,13 @@ def test_reward_hacking_cases():
 
 
 def test_detection_weighted_known_value():
-    # One exact hit, one miss (IoU 0), one false positive: position 1, completeness 2*1/(2+2).
+    # One exact hit, one miss (IoU 0), one false positive. VLM-R1's detection_score divides
+    # position and label by #gt (was: mean over matches) and completeness is
+    # 1 - (miss + false-alarm rate) / 2 (was: 2 * matched / (n_pred + n_gt)); see
+    # test_detection_weighted_vlmr1.py. Position 1/2, completeness 1 - (1/2 + 1/2) / 2.
     completion = answer([[10, 10, 30, 30], [200, 200, 210, 210]], ["cat", "dog"])
     out = call_reward(resolve_reward("detection_weighted"), [completion], [GT])
-    assert out.scores[0] == pytest.approx(0.7 * 1.0 + 0.3 * 0.5)
+    assert out.scores[0] == pytest.approx(0.7 * 0.5 + 0.3 * 0.5)
     labelled = call_reward(
         resolve_reward(
             "detection_weighted", position_weight=0.0, label_weight=1.0, completeness_weight=0.0
@@ -178,7 +181,7 @@ def test_detection_weighted_known_value():
         [completion],
         [GT],
     )
-    assert labelled.scores[0] == pytest.approx(1.0)
+    assert labelled.scores[0] == pytest.approx(0.5)  # 1 agreeing match / 2 gts (was 1 / 1)
 
 
 def test_unlabelled_boxes_take_the_single_gt_category():

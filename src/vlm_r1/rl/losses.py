@@ -2,8 +2,11 @@
 
 Per token t of completion i, with ratio ``rho = exp(logp - logp_old)`` and advantage ``A_i``:
 
-    L_it = -min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_it
-    KL_it = exp(d) - d - 1,   d = clamp(logp_ref - logp, -c, c)   (k3 estimator, Schulman 2020)
+    L_it = -min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i) + beta * w_it * KL_it
+    KL_it = k3(d) = exp(d) - d - 1,  d = logp_ref - logp   (k3 estimator, Schulman 2020),
+            continued linearly by its tangent at c for d > c (see ``k3_kl``);
+    w_it  = exp(logp - logp_old) with ``kl_bias_correction`` (TRL ``use_bias_correction_kl``),
+            else 1.
 
 The variants differ in how token losses are aggregated (``mask`` selects completion tokens):
 
@@ -17,13 +20,16 @@ The variants differ in how token losses are aggregated (``mask`` selects complet
   ``s_i = exp(mean_t(logp - logp_old))``, applied to every token through
   ``sg[s_i] * exp(logp_t - sg[logp_t])`` (GSPO-token), clipped at the sequence level.
 
-``eps_high > eps_low`` is DAPO's clip-higher. The d clamp keeps exp() finite when the policy
-drifts far from the reference (VLM-R1 users hit NaN from this). ``num_sequences`` is the
-number of sequences in the whole step, so grad accumulation yields the step's mean.
+``eps_high > eps_low`` is DAPO's clip-higher. The linear continuation above c keeps exp()
+finite when the policy drifts far below the reference (VLM-R1 users hit NaN from this) while
+still pulling those tokens back. ``num_sequences`` is the number of sequences in the whole step,
+so grad accumulation yields the step's mean. A step whose completions are all masked gives
+loss 0 and gradient 0 in every variant.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,7 +50,8 @@ class LossSettings:
     beta: float = 0.0
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
-    kl_clamp: float = 10.0
+    kl_clamp: float = 10.0  # c: k3 is exact for d <= c, linear (its tangent at c) above
+    kl_bias_correction: bool = False  # multiply the per-token KL by pi / pi_old
     max_completion_length: int = 1024
     num_sequences: int | None = None  # sequences in the whole step (default: this micro-batch)
     num_tokens: float | None = None  # completion tokens in the whole step (dapo)
@@ -63,9 +70,28 @@ def register_loss(name: str) -> Callable[[LossFn], LossFn]:
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor, clamp: float) -> torch.Tensor:
-    """Per-token k3 estimate of KL(policy || ref), with the log-ratio clamped to [-clamp, clamp]."""
-    delta = torch.clamp(ref_logps - logps, -clamp, clamp)
-    return torch.exp(delta) - delta - 1.0
+    """Per-token k3 estimate of KL(policy || ref) (Schulman 2020, "Approximating KL divergence"),
+    continued linearly above ``c = clamp`` so that it can neither overflow nor stop pulling.
+
+    With ``d = logp_ref - logp`` and ``k3(d) = exp(d) - d - 1``::
+
+        KL(d) = k3(d)                                   for d <= c   (exact; exp(d) <= exp(c))
+        KL(d) = k3(c) + (exp(c) - 1) * (d - c)          for d >  c   (tangent of k3 at c)
+
+    ``dKL/dlogp = -(exp(min(d, c)) - 1)``: the exact k3 gradient up to c, then the tangent's
+    constant slope, so a token far *below* the reference (large d) is still pushed back up. For
+    ``d -> -inf`` exp(d) underflows harmlessly to 0 and the gradient tends to 1. The function
+    is convex and C^1, and >= 0 (k3 >= 0 and the tangent of a convex function >= 0 at c > 0).
+
+    c is capped at ``log(max finite value of the dtype) / 2`` (44.4 in float32), so a huge
+    ``clamp`` cannot bring back the overflow: exp(c) and the slope stay finite.
+    """
+    c = min(float(clamp), math.log(torch.finfo(logps.dtype).max) / 2)
+    delta = ref_logps - logps
+    # Exact branch (gradient 1 up to and including d = c, 0 above; torch.clamp's is 0 at d = c).
+    inside = torch.where(delta <= c, delta, torch.full_like(delta, c))
+    slope = math.expm1(c)  # k3'(c) = exp(c) - 1
+    return torch.exp(inside) - inside - 1.0 + slope * torch.relu(delta - c)
 
 
 def _clipped_surrogate(
@@ -87,6 +113,12 @@ def _per_token(
         if x.ref_logps is None:
             raise ValueError("beta > 0 needs ref_logps")
         kl = k3_kl(x.logps, x.ref_logps, s.kl_clamp)
+        if s.kl_bias_correction:
+            # TRL (v1.16 GRPOTrainer._compute_loss, use_bias_correction_kl): per_token_kl *= coef_1,
+            # the ratio *with* its gradient, and the logged "kl" is this corrected value. Token
+            # level here for every variant (TRL broadcasts GSPO's sequence weight instead): the
+            # unbiased reverse-KL gradient property holds at token level.
+            kl = kl * torch.exp(x.logps - x.old_logps)
         loss = loss + s.beta * kl
         metrics["kl"] = _masked_mean(kl.detach(), mask)
     return loss, metrics
@@ -146,7 +178,13 @@ def dr_grpo_loss(x: LossInputs, s: LossSettings) -> tuple[torch.Tensor, dict[str
 def dapo_loss(x: LossInputs, s: LossSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     mask = x.mask.to(x.logps.dtype)
     per_token, metrics = _per_token(x, s, torch.exp(x.logps - x.old_logps))
-    tokens = s.num_tokens if s.num_tokens is not None else mask.sum().clamp(min=1.0)
+    # A step with no unmasked token (e.g. mask_truncated and every completion truncated) has
+    # num_tokens = 0 and a zero numerator: divide by 1 then (loss 0, gradient 0, not 0/0 = NaN).
+    # A positive num_tokens is kept as is: it is a mean over processes and may be below 1.
+    if s.num_tokens is not None:
+        tokens = float(s.num_tokens) if s.num_tokens > 0 else 1.0
+    else:
+        tokens = mask.sum().clamp(min=1.0)
     return (per_token * mask).sum() / tokens, metrics
 
 

@@ -12,6 +12,12 @@ Lines are parsed one at a time (a 100k-line file costs the memory of one line); 
 checked here (``check_images``: ``header`` opens each file's header, ``exists`` only checks the
 path, ``none`` skips) and decoded when used (``load_sample_images``). Any problem raises ``DataError`` naming file,
 line, field and value, or, with ``on_error="skip"``, skips the row and counts it by reason.
+
+Data is untrusted input (``RowRules``): a row's reward method may name only a registered reward
+or one the config declared (no code import, no LLM judge by data alone); images over
+``max_image_pixels`` (from the header) and questions/answers over ``max_text_chars`` are
+rejected before anything is decoded or tokenised; inverted ground-truth boxes are errors.
+Files may start with a UTF-8 BOM.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlm_r1.data.images import ImageError, image_size, load_image
+from vlm_r1.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_size, load_image
 from vlm_r1.data.sample import DETECTION_METHODS, TASKS, BoxSolution, Sample
+from vlm_r1.errors import UserFacingError
 from vlm_r1.rewards.common import solution_text
 from vlm_r1.rewards.parsing import parse_boxes, parse_number
 
@@ -35,9 +42,11 @@ logger = logging.getLogger(__name__)
 
 _IMAGE_PLACEHOLDER = "<image>"
 _COUNT_QUESTION = re.compile(r"\bhow many\b", re.IGNORECASE)
+#: Default ``data.max_text_chars``: longer questions/answers are bad data (checked untokenised).
+DEFAULT_MAX_TEXT_CHARS = 100_000
 
 
-class DataError(ValueError):
+class DataError(UserFacingError, ValueError):
     """A bad data row: the message names file, line, field and the offending value."""
 
     def __init__(
@@ -95,20 +104,57 @@ def infer_task(question: str, solution: str, method: str | None) -> str:
 IMAGE_CHECKS = ("none", "exists", "header")
 
 
-def _check_image(path: str, name: str, where: str, check: str) -> None:
-    """``exists``: the file is there; ``header``: it also opens as an image (cheap, no decode)."""
-    if check == "none":
+@dataclass(frozen=True)
+class RowRules:
+    """What a row may hold; the defaults equal ``DataConfig``'s. ``allowed_methods``: the custom
+    rewards / judge the config declared (``rewards.registry.declared_methods``)."""
+
+    check_images: str = "header"
+    allowed_methods: frozenset[str] = frozenset()
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+
+
+def _check_image(path: str, name: str, where: str, rules: RowRules) -> None:
+    """``exists``: the file is there; ``header``: it also opens as an image of an accepted
+    size (cheap, no decode)."""
+    if rules.check_images == "none":
         return
     if not os.path.isfile(path):
         raise DataError(where, "image", f"image file not found: {path}", name, "missing_image")
-    if check == "header":
+    if rules.check_images == "header":
         try:
-            image_size(path)
+            image_size(path, rules.max_image_pixels)
         except ImageError as err:
-            raise DataError(where, "image", str(err), name, "bad_image") from err
+            raise DataError(where, "image", str(err), name, err.reason) from err
 
 
-def _images(row: dict, where: str, folder: Path, check: str) -> tuple[str, ...]:
+def _text(value: str, where: str, field_name: str, limit: int) -> str:
+    if len(value) > limit:
+        raise DataError(
+            where,
+            field_name,
+            f"is {len(value)} characters, above the limit of {limit} (data.max_text_chars)",
+            value,
+            "text_too_long",
+        )
+    return value
+
+
+def _upright_boxes(boxes: Sequence[Sequence[float]], where: str, field_name: str, value: Any):
+    for box in boxes:
+        x1, y1, x2, y2 = box
+        if x2 < x1 or y2 < y1:
+            raise DataError(
+                where,
+                field_name,
+                f"box {list(box)} is inverted (x2 < x1 or y2 < y1; expected [x1, y1, x2, y2])",
+                value,
+                "inverted_box",
+            )
+
+
+def _images(row: dict, where: str, folder: Path, rules: RowRules) -> tuple[str, ...]:
     raw = row.get("image", row.get("images"))
     if raw is None:
         return ()
@@ -119,11 +165,11 @@ def _images(row: dict, where: str, folder: Path, check: str) -> tuple[str, ...]:
         )
     paths = tuple(str(folder / n) for n in names)
     for name, path in zip(names, paths, strict=True):
-        _check_image(path, name, where, check)
+        _check_image(path, name, where, rules)
     return paths
 
 
-def _turns(row: dict, where: str) -> tuple[str, str]:
+def _turns(row: dict, where: str, max_chars: int) -> tuple[str, str]:
     conversations = row.get("conversations")
     if conversations is None:
         raise DataError(
@@ -157,23 +203,26 @@ def _turns(row: dict, where: str) -> tuple[str, str]:
         raise DataError(
             where, "conversations[1].value", "must be a string or a number", gpt, "wrong_type"
         )
-    return human, str(gpt)
+    _text(human, where, "conversations[0].value", max_chars)
+    return human, _text(str(gpt), where, "conversations[1].value", max_chars)
 
 
-def _known_method(method: Any, where: str) -> str | None:
+def _known_method(
+    method: Any, where: str, allowed: Collection[str], field_name: str = "accu_reward_method"
+) -> str | None:
+    """The row's reward method if data may name it (``check_data_method``: nothing imported)."""
     if method is None:
         return None
     if not isinstance(method, str) or not method:
-        raise DataError(
-            where, "accu_reward_method", "must be a non-empty string", method, "wrong_type"
-        )
-    from vlm_r1.rewards.registry import RewardConfigError, get_spec
+        raise DataError(where, field_name, "must be a non-empty string", method, "wrong_type")
+    from vlm_r1.rewards.registry import RewardConfigError, RewardNotAllowed, check_data_method
 
-    if ":" not in method:
-        try:
-            get_spec(method)
-        except RewardConfigError as err:
-            raise DataError(where, "accu_reward_method", str(err), method, "bad_value") from err
+    try:
+        check_data_method(method, allowed)
+    except RewardNotAllowed as err:
+        raise DataError(where, field_name, str(err), method, "method_not_allowed") from err
+    except RewardConfigError as err:
+        raise DataError(where, field_name, str(err), method, "bad_value") from err
     return method
 
 
@@ -182,13 +231,13 @@ def parse_row(
     where: str,
     image_folder: Path,
     file_method: str | None = None,
-    check_images: str = "header",
+    rules: RowRules = RowRules(),
 ) -> Sample:
     """One VLM-R1 JSONL row -> ``Sample`` (raises ``DataError``)."""
     if not isinstance(row, dict):
         raise DataError(where, "<row>", "each line must be a JSON object", row, "wrong_type")
-    human, gpt = _turns(row, where)
-    images = _images(row, where, image_folder, check_images)
+    human, gpt = _turns(row, where, rules.max_text_chars)
+    images = _images(row, where, image_folder, rules)
     placeholders = human.count(_IMAGE_PLACEHOLDER)
     if placeholders and placeholders != len(images):
         raise DataError(
@@ -198,7 +247,9 @@ def parse_row(
             human,
             "bad_value",
         )
-    method = _known_method(row.get("accu_reward_method") or file_method, where)
+    method = _known_method(
+        row.get("accu_reward_method") or file_method, where, rules.allowed_methods
+    )
     question = human.replace(_IMAGE_PLACEHOLDER, "").strip()
     task = row.get("task") or infer_task(question, gpt, method)
     if task not in TASKS:
@@ -223,6 +274,7 @@ def parse_row(
                 "bad_value",
             )
         boxes = parsed.boxes[:1] if task == "rec" else parsed.boxes
+        _upright_boxes([b.box for b in boxes], where, "conversations[1].value", gpt)
         solution = BoxSolution(tuple(b.box for b in boxes), tuple(b.label for b in boxes))
     elif task == "count" and parse_number(solution) is None:
         raise DataError(
@@ -236,7 +288,7 @@ def parse_row(
     return Sample(str(sample_id), images, question, solution, task, method, where, meta)
 
 
-def _rec_record(record: Any, where: str, image_folder: Path, check_images: str) -> Sample:
+def _rec_record(record: Any, where: str, image_folder: Path, rules: RowRules) -> Sample:
     """A processed REC JSON record (``problem``, ``solution`` in absolute pixels, ``image``...)."""
     if not isinstance(record, dict):
         raise DataError(
@@ -252,9 +304,11 @@ def _rec_record(record: Any, where: str, image_folder: Path, check_images: str) 
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
     ):
         raise DataError(where, "solution", "must be [x1, y1, x2, y2] in pixels", box, "wrong_type")
+    _upright_boxes([box], where, "solution", box)
     if not isinstance(record["problem"], str):
         raise DataError(where, "problem", "must be a string", record["problem"], "wrong_type")
-    images = _images(record, where, image_folder, check_images)
+    _text(record["problem"], where, "problem", rules.max_text_chars)
+    images = _images(record, where, image_folder, rules)
     meta = {k: v for k, v in record.items() if k not in ("id", "image", "problem", "solution")}
     solution = BoxSolution((tuple(float(v) for v in box),), (None,))
     return Sample(
@@ -272,7 +326,9 @@ def _rec_record(record: Any, where: str, image_folder: Path, check_images: str) 
 class SampleReader:
     """Iterate ``Sample``s from VLM-R1 JSONL (``.jsonl``) or processed REC JSON (``.json``).
 
-    Re-iterable; each pass re-reads the files and resets ``stats``.
+    Re-iterable; each pass re-reads the files and resets ``stats``. ``allowed_methods``,
+    ``max_image_pixels`` and ``max_text_chars``: see ``RowRules`` (defaults: built-in rewards
+    only, and ``DataConfig``'s limits).
     """
 
     def __init__(
@@ -282,6 +338,9 @@ class SampleReader:
         reward_methods: str | Sequence[str] | None = None,
         on_error: str = "raise",
         check_images: str = "header",
+        allowed_methods: Collection[str] = (),
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     ):
         self.paths = _split(data_paths)
         if not self.paths:
@@ -305,6 +364,9 @@ class SampleReader:
                 f"{len(methods)} methods for {len(self.paths)} data files",
                 reward_methods,
             )
+        allowed = frozenset(allowed_methods)
+        for file_method in methods:
+            _known_method(file_method, "<config>", allowed, "reward_methods")
         self.methods: list[str | None] = list(methods) or [None] * len(self.paths)
         if on_error not in ("raise", "skip"):
             raise DataError("<config>", "on_error", "must be 'raise' or 'skip'", on_error)
@@ -314,6 +376,7 @@ class SampleReader:
                 "<config>", "check_images", f"must be one of {IMAGE_CHECKS}", check_images
             )
         self.check_images = check_images
+        self.rules = RowRules(check_images, allowed, max_image_pixels, max_text_chars)
         self.stats = ReadStats()
         for path in self.paths:
             if not os.path.isfile(path):
@@ -328,9 +391,9 @@ class SampleReader:
             for where, row in rows:
                 try:
                     sample = (
-                        _rec_record(row, where, folder, self.check_images)
+                        _rec_record(row, where, folder, self.rules)
                         if path.endswith(".json")
-                        else parse_row(row, where, folder, method, self.check_images)
+                        else parse_row(row, where, folder, method, self.rules)
                     )
                 except DataError as err:
                     self._handle(err)
@@ -347,7 +410,7 @@ class SampleReader:
         self.stats.examples.setdefault(err.reason, str(err))
 
     def _jsonl_rows(self, path: str) -> Iterator[tuple[str, Any]]:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -367,7 +430,7 @@ class SampleReader:
 
     def _json_records(self, path: str) -> Iterator[tuple[str, Any]]:
         try:
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:
                 records = json.load(handle)
         except json.JSONDecodeError as err:
             raise DataError(
@@ -389,15 +452,16 @@ class SampleReader:
             yield f"{path}[{index}]", record
 
 
-def load_sample_images(sample: Sample) -> list:
-    """Decode a sample's images; a failure names the sample's file:line, the field and the path."""
+def load_sample_images(sample: Sample, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list:
+    """Decode a sample's images (header size checked first); a failure names the sample's
+    file:line, the field and the path."""
     images = []
     for path in sample.images:
         try:
-            images.append(load_image(path))
+            images.append(load_image(path, max_pixels=max_pixels))
         except ImageError as err:
             raise DataError(
-                sample.source or sample.id, "image", str(err), path, "bad_image"
+                sample.source or sample.id, "image", str(err), path, err.reason
             ) from err
     return images
 

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vlm_r1.data.sample import REC_QUESTION
+from vlm_r1.errors import UserFacingError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
@@ -54,6 +55,12 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
 SPLITS: tuple[str, ...] = ("train", "eval_in", "eval_ood")
 #: ``locate`` is REC on single-object scenes ("the red circle"): basic grounding for warm starts.
 TASK_KINDS = ("rec", "ovd", "count", "locate")
+
+
+class ShapesSpecError(UserFacingError, ValueError):
+    """A ``make-data shapes`` option is out of range (task, image size, scale, counts)."""
+
+
 DEFAULT_TASKS = ("rec", "ovd", "count")
 IN_DOMAIN_KINDS = ("attribute", "relation")
 OOD_KINDS = ("superlative", "ordinal", "negation")
@@ -550,7 +557,7 @@ def generate(
 ) -> Iterator[ShapesRecord]:
     """``n`` records of one task and split, deterministic for ``seed``."""
     if task not in _TASK_MAKERS:
-        raise ValueError(f"unknown shapes task {task!r}; choose from {TASK_KINDS}")
+        raise ShapesSpecError(f"unknown shapes task {task!r}; choose from {TASK_KINDS}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
     for index in range(n):
@@ -565,9 +572,9 @@ def parse_image_size(spec: str | int) -> tuple[int, int]:
     try:
         bounds = (int(low), int(high or low))
     except ValueError as err:
-        raise ValueError(f"--image-size must be N or MIN..MAX, got {text!r}") from err
+        raise ShapesSpecError(f"--image-size must be N or MIN..MAX, got {text!r}") from err
     if not 32 <= bounds[0] <= bounds[1] <= 4096:
-        raise ValueError(f"--image-size must lie in 32..4096 with MIN <= MAX, got {text!r}")
+        raise ShapesSpecError(f"--image-size must lie in 32..4096 with MIN <= MAX, got {text!r}")
     return bounds
 
 
@@ -582,7 +589,9 @@ def write_shapes(
 ) -> dict[str, Path]:
     """Write ``{task}_{split}.jsonl`` files and PNGs under ``out``; returns the JSONL paths."""
     if not 0.25 <= object_scale <= 3.0:
-        raise ValueError(f"object_scale must lie in 0.25..3, got {object_scale}")
+        raise ShapesSpecError(f"object_scale must lie in 0.25..3, got {object_scale}")
+    if n_train < 0 or n_eval < 0:
+        raise ShapesSpecError(f"sample counts must be >= 0, got n_train={n_train}, n_eval={n_eval}")
     out = Path(out)
     size_spec = parse_image_size(image_size)
     written: dict[str, Path] = {}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlm_r1.errors import UserFacingError
 from vlm_r1.models import boxes as box_math
 from vlm_r1.models.boxes import BoxSpace, CoordinateSystem
 
@@ -48,7 +49,7 @@ DTYPES = {
 }
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserFacingError, ValueError):
     """A checkpoint could not be loaded; the message says what was given and what is supported."""
 
 

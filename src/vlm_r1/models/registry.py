@@ -1,4 +1,9 @@
-"""Model families: name -> adapter, and detection of a checkpoint's family from its config."""
+"""Model families: name -> adapter, and detection of a checkpoint's family from its config.
+
+A model path that looks local (``./x``, ``../x``, ``/x``, ``~/x``, not of the hub form
+``owner/name``, or whose first folder exists here) and does not exist fails at once, naming
+the path: sending it to the hub would cost tens of seconds of retries and a confusing error.
+"""
 
 from __future__ import annotations
 
@@ -53,9 +58,42 @@ def adapter_for_model_type(model_type: str, source: str) -> VLMAdapter:
     )
 
 
+def _local_path(source: str) -> Path | None:
+    """``source`` as a local path if it is meant as one, else ``None`` (a hub id)."""
+    local = Path(source).expanduser()
+    if (
+        local.exists()
+        or local.is_absolute()
+        or source.startswith((".", "~"))
+        or source.count("/") != 1
+        or Path(source.split("/")[0]).is_dir()
+    ):
+        return local
+    return None
+
+
+def checkpoint_source(path: str | os.PathLike) -> str:
+    """A local checkpoint path (``~`` expanded) or a hub id; a local-looking path that does
+    not exist is a ``ModelLoadError`` here, before any hub request."""
+    source = str(path)
+    local = _local_path(source)
+    if local is None:
+        return source
+    if not local.exists():
+        why = (
+            "it is not a hub id of the form owner/name"
+            if source.count("/") != 1 or local.is_absolute() or source.startswith((".", "~"))
+            else f"it is read as a local path because the folder {source.split('/')[0]!r} exists"
+        )
+        raise ModelLoadError(
+            f"no checkpoint at {source!r}: no such folder ({local.absolute()}), and {why}"
+        )
+    return str(local)
+
+
 def read_model_type(path: str | os.PathLike) -> str:
     """``model_type`` of a local checkpoint folder or a hub id (through the HF cache/hub)."""
-    source = str(path)
+    source = checkpoint_source(path)
     local = Path(source)
     if local.exists():
         config_file = local / "config.json"
@@ -71,10 +109,6 @@ def read_model_type(path: str | os.PathLike) -> str:
         if "model_type" not in config:
             raise ModelLoadError(f"{config_file} has no 'model_type' field")
         return str(config["model_type"])
-    if source.count("/") != 1 or source.startswith(("/", ".", "~")):
-        raise ModelLoadError(
-            f"no checkpoint at {source!r}: no such folder, and it is not a hub id of the form owner/name"
-        )
     from transformers import AutoConfig
 
     try:
@@ -109,6 +143,7 @@ def load_model(
 ) -> tuple[VLMAdapter, Any, Any]:
     """Load ``(adapter, model, processor)`` from a local folder, a hub id, or a LoRA adapter
     folder (loaded on its base model and merged), with clear errors."""
+    path = checkpoint_source(path)
     base = lora_base(path)
     if base is None:
         adapter = detect_adapter(path, family)
@@ -116,6 +151,7 @@ def load_model(
         return adapter, model, processor
     from peft import PeftModel
 
+    base = checkpoint_source(base)
     adapter = detect_adapter(base, family)
     model, processor = adapter.load(base, **load_kwargs)
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()

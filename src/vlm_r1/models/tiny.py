@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vlm_r1.models.adapter import TINY_SIZES, TinyRecipe, VLMAdapter
+from vlm_r1.models.adapter import TINY_SIZES, ModelLoadError, TinyRecipe, VLMAdapter
 from vlm_r1.models.registry import get_adapter
 
 #: Bump when the recipe or corpus changes so cached checkpoints are rebuilt.
@@ -204,7 +204,7 @@ def train_tokenizer(adapter: VLMAdapter, vocab_size: int, seed: int = 0) -> Any:
 def build_tiny(family: str, out: str | os.PathLike, size: str = "test", seed: int = 0) -> Path:
     """Build a tiny checkpoint of ``family`` into ``out`` (model, tokenizer, processor)."""
     if size not in TINY_SIZES:
-        raise ValueError(f"unknown tiny size {size!r}; choose one of {sorted(TINY_SIZES)}")
+        raise ModelLoadError(f"unknown tiny size {size!r}; choose one of {sorted(TINY_SIZES)}")
     from transformers import AutoModelForImageTextToText
 
     adapter = get_adapter(family)

@@ -1,15 +1,24 @@
-"""Per-sample reward selection: VLM-R1's ``default`` chain and the ``accuracy`` dispatcher."""
+"""Per-sample reward selection: VLM-R1's ``default`` chain and the ``accuracy`` dispatcher
+(which runs only the per-sample methods the config allows: data cannot pick code to run)."""
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from vlm_r1.rewards.common import answer_texts, ctx_item, solution_text
 from vlm_r1.rewards.math import math_equal, numbers_close
 from vlm_r1.rewards.parsing import parse_choice, parse_number
-from vlm_r1.rewards.registry import RewardOutput, call_reward, register_reward, resolve_reward
+from vlm_r1.rewards.registry import (
+    VLM_R1_METHODS,
+    RewardOutput,
+    call_reward,
+    check_data_method,
+    register_reward,
+    resolve_reward,
+)
 from vlm_r1.rewards.text import clean_text, fuzz
 
 _HAS_DIGIT = re.compile(r"\d")
@@ -48,14 +57,27 @@ def default(
 
 @register_reward("accuracy")
 def accuracy(
-    completions: list[str], solutions: list[Any], *, method: str = "default", **ctx: Any
+    completions: list[str],
+    solutions: list[Any],
+    *,
+    method: str = "default",
+    allowed_methods: Collection[str] = (),
+    **ctx: Any,
 ) -> RewardOutput:
     """The accuracy reward each sample asks for: ``ctx["accu_reward_method"][i]`` (from the
     data, VLM-R1 names accepted), else ``method``. Samples are grouped by method so vectorised
-    rewards (AP over the batch) run once per method."""
+    rewards (AP over the batch) run once per method.
+
+    A sample's method comes from untrusted data: besides ``method`` (the config's own) it may be
+    only what ``check_data_method`` accepts with ``allowed_methods`` (bound from the config's
+    ``declared_methods``); anything else raises ``RewardNotAllowed`` before any import. The
+    reader already rejects such rows; this is the second line of defence."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i in range(len(completions)):
         groups[ctx_item(ctx, "accu_reward_method", i, None) or method].append(i)
+    for name in groups:
+        if VLM_R1_METHODS.get(name, name) != VLM_R1_METHODS.get(method, method):
+            check_data_method(name, allowed_methods)
     scores = [0.0] * len(completions)
     details: list[dict[str, Any]] = [{} for _ in completions]
     for name, idx in groups.items():

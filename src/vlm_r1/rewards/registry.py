@@ -8,6 +8,10 @@ threshold=0.5)``), so the trainer never branches on a reward's name.
 
 Custom rewards: ``"my_pkg.rewards:fn"`` or ``"path/to/file.py:fn"``. They are imported when the
 config is resolved, so a typo fails at start-up, not mid-training.
+
+Data is untrusted: a row's ``accu_reward_method`` may name only a registered reward or one the
+config declared (``declared_methods``); ``check_data_method`` enforces that without importing
+anything, so a dataset can neither run code nor switch on the (networked, keyed) LLM judge.
 """
 
 from __future__ import annotations
@@ -18,18 +22,25 @@ import importlib.util
 import inspect
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vlm_r1.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
 
 RewardFn = Callable[..., Any]
 
 
-class RewardConfigError(ValueError):
+class RewardConfigError(UserFacingError, ValueError):
     """A reward name, import path or parameter in the config is wrong."""
+
+
+class RewardNotAllowed(RewardConfigError):
+    """Data named a reward only the config may turn on (custom code, the LLM judge)."""
 
 
 @dataclass
@@ -68,6 +79,12 @@ VLM_R1_METHODS: dict[str, str] = {
     "math": "math",
     "all_match": "all_match",
 }
+
+#: Registered rewards that data may not name unless the config declared them: the judge sends
+#: answers (and the API key) to a server. ``accuracy`` may never be a per-sample method: it
+#: would dispatch to itself.
+CONFIG_ONLY = frozenset({"llm_judge"})
+NEVER_PER_SAMPLE = frozenset({"accuracy"})
 
 _BUILTIN_MODULES = (
     "format",
@@ -155,6 +172,48 @@ def get_spec(name: str) -> RewardSpec:
     return REWARDS[key]
 
 
+def _canonical(name: str) -> str:
+    return VLM_R1_METHODS.get(name, name)
+
+
+def declared_methods(terms: Sequence[Any]) -> frozenset[str]:
+    """What the config lets data name beyond the registered rewards: every custom
+    ``module:function`` / ``file.py:function`` and ``llm_judge`` that is a reward term's ``name``
+    or the ``method`` of an ``accuracy`` term (``terms``: ``RewardTerm``s)."""
+    declared = set()
+    for term in terms:
+        names = [term.name]
+        if _canonical(term.name) == "accuracy":
+            names.append(term.params.get("method", "default"))
+        for name in names:
+            if isinstance(name, str) and (":" in name or _canonical(name) in CONFIG_ONLY):
+                declared.add(name if ":" in name else _canonical(name))
+    return frozenset(declared)
+
+
+def check_data_method(name: str, allowed: Collection[str] = ()) -> str:
+    """Accept a reward method named by data, or raise; imports nothing.
+
+    Data may name a registered reward or VLM-R1 method name, except ``llm_judge`` (``llm``)
+    unless ``allowed`` holds it; and a custom ``module:function`` only if ``allowed`` holds that
+    exact string (``allowed``: ``declared_methods`` of the config). ``RewardNotAllowed`` says
+    why; an unknown plain name is a ``RewardConfigError``.
+    """
+    key = name if ":" in name else _canonical(name)
+    if key in NEVER_PER_SAMPLE:
+        raise RewardNotAllowed(f"{name!r} cannot be a per-sample accuracy method")
+    if ":" in name or key in CONFIG_ONLY:
+        if key in allowed:
+            return key
+        what = "llm_judge (a network call with the API key)" if ":" not in name else repr(name)
+        raise RewardNotAllowed(
+            f"data may not turn on {what}: it is not declared in the config's rewards (only a "
+            "reward term's name or accuracy's method can enable custom code or the judge)"
+        )
+    get_spec(key)  # unknown names fail here, listing the choices
+    return key
+
+
 def resolve_reward(name: str, **params: Any) -> RewardSpec:
     """A spec whose function has ``params`` bound; unknown parameter names fail here."""
     spec = get_spec(name)
@@ -180,18 +239,45 @@ def resolve_reward(name: str, **params: Any) -> RewardSpec:
     )
 
 
+#: Per reward name: how many None / non-finite / non-numeric scores it has returned so far.
+_BAD_SCORES: dict[str, Counter[str]] = {}
+
+
+def _as_scores(raw: Any, n: int) -> RewardOutput:
+    """A reward's return value as a ``RewardOutput``; ``None`` (no scores at all) is n Nones."""
+    if raw is None:
+        return RewardOutput([None] * n)
+    if isinstance(raw, RewardOutput):
+        return raw
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        raise TypeError(f"returned {type(raw).__name__}, not a list of scores")
+    return RewardOutput(list(raw))
+
+
+def _clean(value: Any) -> tuple[float, str | None]:
+    """A finite float, or 0.0 and what was wrong (``None``, ``non-numeric``, ``non-finite``)."""
+    if value is None:
+        return 0.0, "None"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return 0.0, "non-numeric"
+    return (x, None) if math.isfinite(x) else (0.0, "non-finite")
+
+
 def call_reward(
     spec: RewardSpec, completions: Sequence[str], solutions: Sequence[Any], **ctx: Any
 ) -> RewardOutput:
     """Run a reward and sanitise its output: right length, finite floats, never an exception.
 
-    Built-in rewards never raise (they are fuzzed); a custom reward that raises or returns a
-    non-finite value scores 0 for that batch/sample, and the failure is logged and recorded
-    in the details so training goes on and the problem is visible.
+    Built-in rewards never raise (they are fuzzed); a custom reward that raises scores 0 for the
+    batch. A ``None``, non-numeric or non-finite score counts 0 for its sample and is marked in
+    its details (``invalid``); the first time a reward does that, a warning gives its counts so
+    far. Training goes on and the problem is visible.
     """
     n = len(completions)
     try:
-        raw = spec.fn(list(completions), list(solutions), **ctx)
+        output = _as_scores(spec.fn(list(completions), list(solutions), **ctx), n)
     except Exception as err:  # custom user code must not kill a multi-hour run
         if spec.builtin:
             raise
@@ -199,17 +285,30 @@ def call_reward(
             "reward %s raised %s: %s; scoring the batch 0", spec.name, type(err).__name__, err
         )
         return RewardOutput([0.0] * n, [{"error": f"{type(err).__name__}: {err}"}] * n)
-    output = raw if isinstance(raw, RewardOutput) else RewardOutput(list(raw))
     if len(output.scores) != n:
         raise RewardConfigError(
             f"reward {spec.name!r} returned {len(output.scores)} scores for {n} completions"
         )
+    details = list(output.details) if len(output.details) == n else [{} for _ in range(n)]
     scores: list[float] = []
-    for value in output.scores:
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            x = math.nan
-        scores.append(x if math.isfinite(x) else 0.0)
-    details = output.details if len(output.details) == n else [{} for _ in range(n)]
+    bad: Counter[str] = Counter()
+    for i, value in enumerate(output.scores):
+        x, problem = _clean(value)
+        scores.append(x)
+        if problem:
+            bad[problem] += 1
+            details[i] = {**details[i], "invalid": problem}
+    if bad:
+        first = spec.name not in _BAD_SCORES
+        counts = _BAD_SCORES.setdefault(spec.name, Counter())
+        counts.update(bad)
+        if first:
+            logger.warning(
+                "reward %s returned invalid scores, counted as 0 (so far: %d None, %d non-finite, "
+                "%d non-numeric); this warning is shown once per reward",
+                spec.name,
+                counts["None"],
+                counts["non-finite"],
+                counts["non-numeric"],
+            )
     return RewardOutput(scores, details)

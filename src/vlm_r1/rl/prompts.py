@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from vlm_r1.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlm_r1.data.jsonl import load_sample_images
 from vlm_r1.data.sample import Sample
 from vlm_r1.models.adapter import VLMAdapter
@@ -32,8 +33,15 @@ class PreparedPrompt:
         return int(self.features["input_ids"].shape[1])
 
 
-def prepare_prompt(adapter: VLMAdapter, processor: Any, sample: Sample) -> PreparedPrompt:
-    images = load_sample_images(sample)
+def prepare_prompt(
+    adapter: VLMAdapter,
+    processor: Any,
+    sample: Sample,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> PreparedPrompt:
+    """Decode the sample's images (each header checked against ``max_image_pixels`` first,
+    ``data.max_image_pixels``) and build the model's inputs for its chat prompt."""
+    images = load_sample_images(sample, max_image_pixels)
     text = adapter.prompt(sample.task, sample.question)
     batch = adapter.prepare_inputs(processor, [images], [text])
     features = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from vlm_r1.rewards import RewardSpec, call_reward, resolve_reward
+from vlm_r1.rewards.registry import declared_methods
 from vlm_r1.rl.rollout import Rollout
 
 
@@ -19,14 +20,20 @@ class WeightedReward:
 
 
 def build_rewards(terms: list[Any]) -> list[WeightedReward]:
-    """``RewardTerm`` configs -> resolved reward functions (labels made unique)."""
+    """``RewardTerm`` configs -> resolved reward functions (labels made unique).
+
+    The ``accuracy`` dispatcher runs the method each sample's data names; it is bound to the
+    custom rewards and judge that the config itself declares, and refuses anything else.
+    """
+    declared = sorted(declared_methods(terms))
     out, seen = [], set()
     for term in terms:
         label = term.name if term.name not in seen else f"{term.name}_{len(seen)}"
         seen.add(label)
-        out.append(
-            WeightedReward(label, float(term.weight), resolve_reward(term.name, **term.params))
-        )
+        params = dict(term.params)
+        if term.name == "accuracy" and declared:
+            params.setdefault("allowed_methods", declared)
+        out.append(WeightedReward(label, float(term.weight), resolve_reward(term.name, **params)))
     return out
 
 

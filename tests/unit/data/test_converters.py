@@ -135,3 +135,29 @@ def test_converter_errors(files):
     (files / "bad.json").write_text("{}")
     with pytest.raises(ConversionError, match="missing 'images'"):
         convert_refcoco(files / "refs(unc).p", files / "bad.json", files / "o")
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: what a malicious refs file can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_refs_pickle_cannot_run_code(files):
+    marker = files / "PWNED"
+    with open(files / "evil.p", "wb") as handle:
+        pickle.dump([{"ref_id": 1, "x": _Payload(marker)}], handle)
+    with pytest.raises(ConversionError, match=r"evil.p.*refuses.*open"):
+        convert_refcoco(files / "evil.p", files / "instances.json", files / "o")
+    assert not marker.exists()
+    for protocol in (0, 2):  # the released files are Python 2 pickles
+        with open(files / "old.p", "wb") as handle:
+            pickle.dump(REFS, handle, protocol=protocol)
+        assert set(convert_refcoco(files / "old.p", files / "instances.json", files / "o")) == {
+            "train",
+            "val",
+        }

@@ -1,25 +1,30 @@
 """Typed configuration: one dataclass per concern, YAML recipes, dotted CLI overrides.
 
-Every field is documented once, here. ``load_config("configs/grpo_rec.yaml", ["algo.beta=0"])``
-returns a validated ``TrainConfig``; a wrong key or value raises ``ConfigError`` naming the key
-and what is allowed, before any model is loaded. Defaults follow the VLM-R1 REC recipe
-(G = 8, beta = 0.04, lr = 1e-6, ...); the shipped tiny configs scale them to a CPU.
+Every field is documented once, here, and carries its own rule: a ``Literal`` type lists the
+choices, a ``Bounds`` annotation the allowed range, and every number must be finite.
+``load_config("configs/grpo_rec.yaml", ["algo.beta=0"])`` returns a validated ``TrainConfig``;
+a wrong key or value raises ``ConfigError`` naming the key and what is allowed, before any model
+is loaded. Defaults follow the VLM-R1 REC recipe (G = 8, beta = 0.04, lr = 1e-6, ...); the
+shipped tiny configs scale them to a CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 
+from vlm_r1.errors import UserFacingError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserFacingError, ValueError):
     """A configuration key or value is wrong; the message names it and what is allowed."""
 
 
@@ -30,9 +35,41 @@ def _choice(value: Any, key: str, allowed: tuple[Any, ...]) -> None:
         )
 
 
-def _positive(value: float, key: str, zero_ok: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ConfigError(f"{key}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
+@dataclass(frozen=True)
+class Bounds:
+    """The interval a numeric field must lie in (``low``/``high`` included unless ``open``)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def check(self, value: float, key: str) -> None:
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        if not (low_ok and high_ok):
+            raise ConfigError(f"{key}={value!r} must be {self.describe()}")
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{_num(self.low)}, {_num(self.high)}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        return f"{'<' if self.high_open else '<='} {_num(self.high)}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+PositiveInt = Annotated[int, Bounds(1)]
+NonNegativeInt = Annotated[int, Bounds(0)]
+Positive = Annotated[float, Bounds(0, low_open=True)]
+NonNegative = Annotated[float, Bounds(0)]
+UnitOpen = Annotated[float, Bounds(0, 1, low_open=True, high_open=True)]
+Fraction = Annotated[float, Bounds(0, 1, high_open=True)]
+Seed = Annotated[int, Bounds(0, 2**32 - 1)]
 
 
 @dataclass
@@ -40,11 +77,11 @@ class LoraConfig:
     enabled: bool = False
     """Train LoRA adapters instead of all weights (the reference model is then the base model
     with adapters disabled, so no second copy is kept in memory)."""
-    r: int = 64
+    r: PositiveInt = 64
     """LoRA rank (VLM-R1's LoRA recipe: 64)."""
-    alpha: int = 128
+    alpha: PositiveInt = 128
     """LoRA scaling alpha (VLM-R1: 128)."""
-    dropout: float = 0.05
+    dropout: Fraction = 0.05
     """Dropout on the LoRA path (VLM-R1: 0.05)."""
     target_modules: list[str] | None = None
     """Module names to adapt; default: the family's language-model linears (never the vision tower)."""
@@ -58,19 +95,27 @@ class ModelConfig:
     """A local checkpoint folder or a hub id."""
     family: str | None = None
     """Model family (qwen2_vl, qwen2_5_vl, qwen3_vl, internvl); detected from the checkpoint if unset."""
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype: float32, bfloat16 or float16."""
-    attn_implementation: str = "sdpa"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "sdpa"
     """eager, sdpa, flash_attention_2 (needs flash-attn + CUDA) or flash_attention_3."""
     freeze_vision: bool = False
     """Freeze the vision tower and its merger/projector (VLM-R1's freeze_vision_modules)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
-    min_pixels: int | None = None
+    min_pixels: PositiveInt | None = None
     """Processor lower bound on image pixels (Qwen families), e.g. 3136."""
-    max_pixels: int | None = None
+    max_pixels: PositiveInt | None = None
     """Processor upper bound on image pixels (Qwen families), e.g. 12845056 in VLM-R1."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("model.path is required: a checkpoint folder or a hub id")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ConfigError(
+                f"model.min_pixels={self.min_pixels} is larger than model.max_pixels={self.max_pixels}"
+            )
 
 
 @dataclass
@@ -81,22 +126,26 @@ class DataConfig:
     """Image folders matching ``train`` (':'-joined); default: each data file's own folder."""
     reward_methods: str | None = None
     """Per-file accu_reward_method (':'-joined); a row's own method wins."""
-    on_error: str = "raise"
+    on_error: Literal["raise", "skip"] = "raise"
     """raise: stop at the first bad row (file:line:field); skip: skip bad rows and count them."""
-    check_images: str = "header"
+    check_images: Literal["none", "exists", "header"] = "header"
     """none, exists (path only) or header (also open each image's header) when reading rows."""
-    max_samples: int | None = None
+    max_samples: PositiveInt | None = None
     """Use only the first N rows (quick experiments)."""
     shuffle: bool = True
     """Shuffle prompts each epoch (seeded, identical on every rank)."""
+    max_image_pixels: PositiveInt = 64_000_000
+    """Images with more pixels (width x height, read from the file header before decoding) are
+    bad data: an error, or skipped with ``on_error=skip``. Guards against decompression bombs."""
+    max_text_chars: PositiveInt = 100_000
+    """Questions and answers longer than this many characters are bad data, rejected before
+    tokenising (``rollout.max_prompt_length`` then limits the tokenised prompt)."""
 
     def validate(self) -> None:
         if not self.train:
             raise ConfigError(
                 "data.train is required: a VLM-R1 JSONL file (or several joined with ':')"
             )
-        _choice(self.on_error, "data.on_error", ("raise", "skip"))
-        _choice(self.check_images, "data.check_images", ("none", "exists", "header"))
 
 
 @dataclass
@@ -104,7 +153,7 @@ class RewardTerm:
     name: str = "accuracy"
     """A reward name (see ``vlm_r1.rewards``), a VLM-R1 method name, or 'module:function'."""
     weight: float = 1.0
-    """Weight of this reward in the total."""
+    """Weight of this reward in the total (negative: a penalty)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments bound to the reward function (e.g. {threshold: 0.5})."""
 
@@ -115,42 +164,25 @@ def _default_rewards() -> list[RewardTerm]:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "hf"
+    backend: Literal["hf", "vllm"] = "hf"
     """Generation backend: hf (transformers generate) or vllm (colocated vLLM engine, GPU only,
     ``pip install 'vlm-r1[vllm]'``). Backends implement ``RolloutBackend``."""
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: UnitOpen = 0.3
     """Share of GPU memory the colocated vLLM engine may take (the rest is for training)."""
-    vllm_max_model_len: int | None = None
+    vllm_max_model_len: PositiveInt | None = None
     """vLLM context length (prompt + completion); None = the model's own limit."""
-    num_generations: int = 8
-    """G: completions sampled per prompt (one group)."""
-    temperature: float = 1.0
+    num_generations: Annotated[int, Bounds(2)] = 8
+    """G: completions sampled per prompt (one group; >= 2, a group needs a spread)."""
+    temperature: Positive = 1.0
     """Sampling temperature (also applied to the log-probs, as the sampler saw them)."""
-    top_p: float = 1.0
+    top_p: Annotated[float, Bounds(0, 1, low_open=True)] = 1.0
     """Nucleus sampling threshold."""
-    top_k: int = 0
+    top_k: NonNegativeInt = 0
     """Top-k sampling (0 = off)."""
-    max_prompt_length: int | None = None
+    max_prompt_length: PositiveInt | None = None
     """Prompts (image tokens included) longer than this are skipped and counted; None = no limit."""
-    max_completion_length: int = 1024
+    max_completion_length: PositiveInt = 1024
     """Maximum generated tokens per completion."""
-
-    def validate(self) -> None:
-        _choice(self.backend, "rollout.backend", ("hf", "vllm"))
-        if not 0 < self.vllm_gpu_memory_utilization < 1:
-            raise ConfigError(
-                f"rollout.vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} "
-                "must be in (0, 1)"
-            )
-        if self.num_generations < 2:
-            raise ConfigError(
-                f"rollout.num_generations={self.num_generations} must be >= 2 (a group needs a spread)"
-            )
-        _positive(self.temperature, "rollout.temperature")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"rollout.top_p={self.top_p} must be in (0, 1]")
-        _positive(self.top_k, "rollout.top_k", zero_ok=True)
-        _positive(self.max_completion_length, "rollout.max_completion_length")
 
 
 @dataclass
@@ -158,24 +190,28 @@ class AlgoConfig:
     loss_type: str = "grpo"
     """grpo (per-sequence mean), bnpo (token mean per micro-batch), dr_grpo (constant
     normaliser), dapo (token mean over the whole batch) or gspo (sequence-level ratio)."""
-    beta: float = 0.04
+    beta: NonNegative = 0.04
     """KL coefficient (k3 estimator) to the reference model; 0 loads no reference model."""
-    epsilon_low: float = 0.2
+    epsilon_low: UnitOpen = 0.2
     """Lower clip range: ratios below 1 - epsilon_low are clipped."""
-    epsilon_high: float | None = None
+    epsilon_high: Positive | None = None
     """Upper clip range (clip-higher, DAPO); defaults to epsilon_low."""
-    num_iterations: int = 1
+    num_iterations: PositiveInt = 1
     """mu: optimiser updates per rollout batch (old log-probs are stored for mu > 1)."""
     scale_rewards: str = "group"
     """Advantage scaling: group ((r - mean) / std per group), batch (std over the batch) or none (Dr. GRPO)."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal and top up with new prompts (DAPO)."""
-    max_resample_rounds: int = 3
+    max_resample_rounds: NonNegativeInt = 3
     """Cap on top-up rounds per step with dynamic sampling."""
     mask_truncated: bool = False
     """Overlong filtering: completions that hit max_completion_length get no loss."""
-    kl_clamp: float = 10.0
-    """Clamp on log(ref/policy) inside the k3 KL so exp() cannot overflow."""
+    kl_clamp: Positive = 10.0
+    """Above this value of log(ref/policy) the k3 KL continues linearly, so exp() cannot
+    overflow and the gradient stays non-zero (below it the KL is exact)."""
+    kl_bias_correction: bool = False
+    """Multiply the k3 KL by the importance ratio pi/pi_old (TRL's use_bias_correction_kl,
+    DeepSeek-V3.2): an unbiased KL gradient when mu > 1. Off matches VLM-R1."""
 
     def validate(self) -> None:
         from vlm_r1.rl.advantages import ADVANTAGES
@@ -183,68 +219,72 @@ class AlgoConfig:
 
         _choice(self.loss_type, "algo.loss_type", tuple(LOSSES))
         _choice(self.scale_rewards, "algo.scale_rewards", tuple(ADVANTAGES))
-        _positive(self.beta, "algo.beta", zero_ok=True)
-        _positive(self.epsilon_low, "algo.epsilon_low")
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon_low
-        _positive(self.epsilon_high, "algo.epsilon_high")
-        if self.num_iterations < 1:
-            raise ConfigError(f"algo.num_iterations={self.num_iterations} must be >= 1")
 
 
 @dataclass
 class OptimConfig:
-    prompts_per_step: int = 16
+    prompts_per_step: PositiveInt = 16
     """Prompts per optimiser step across all processes (VLM-R1 REC: 16 x G=8 = 128 completions)."""
-    micro_batch_size: int = 8
+    micro_batch_size: PositiveInt = 8
     """Completions per forward/backward pass; gradients accumulate over the step."""
-    learning_rate: float = 1e-6
+    learning_rate: NonNegative = 1e-6
     """AdamW learning rate (VLM-R1: 1e-6)."""
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    warmup_steps: int = 0
+    weight_decay: NonNegative = 0.0
+    """AdamW decoupled weight decay."""
+    adam_beta1: Fraction = 0.9
+    """AdamW first-moment decay, in [0, 1)."""
+    adam_beta2: Fraction = 0.999
+    """AdamW second-moment decay, in [0, 1)."""
+    warmup_steps: NonNegativeInt = 0
     """Linear warmup steps."""
-    schedule: str = "constant"
+    schedule: Literal["constant", "cosine"] = "constant"
     """Learning-rate schedule after warmup: constant or cosine."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: NonNegative = 1.0
     """Gradient clipping norm (0 = off)."""
-    max_steps: int = 600
+    max_steps: PositiveInt = 600
     """Optimiser steps to run."""
-
-    def validate(self) -> None:
-        _choice(self.schedule, "optim.schedule", ("constant", "cosine"))
-        for key in ("prompts_per_step", "micro_batch_size", "max_steps"):
-            _positive(getattr(self, key), f"optim.{key}")
-        _positive(self.learning_rate, "optim.learning_rate", zero_ok=True)
 
 
 @dataclass
 class CheckpointConfig:
     output_dir: str = "out/grpo"
     """Run folder: checkpoints, logs, rollouts."""
-    save_steps: int = 100
+    save_steps: PositiveInt = 100
     """Save every N optimiser steps (and at the end); with num_iterations > 1, at the end of the
     rollout batch that reaches the step, so resume never loses a half-used batch."""
-    keep_last: int = 2
-    """Checkpoints to keep (oldest are deleted)."""
-    resume: str = "auto"
-    """auto: continue from the newest complete checkpoint in output_dir if any; none; or a path."""
+    keep_last: NonNegativeInt = 2
+    """Checkpoints to keep (oldest are deleted; 0 keeps all). Keep 2 or more so that resume can
+    fall back to the previous checkpoint when the newest one is damaged."""
+    resume: str = "none"
+    """none: start a new run (an error if output_dir already holds one, unless ``overwrite``);
+    auto (``--resume``): continue from the newest complete checkpoint in output_dir, or start
+    if there is none; or the path of one checkpoint folder."""
+    overwrite: bool = False
+    """With resume=none, delete the run already in output_dir (checkpoints, final/, metrics,
+    rollouts, logs) and start afresh (``--overwrite``)."""
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ConfigError("checkpoint.output_dir is required")
+        if self.overwrite and self.resume != "none":
+            raise ConfigError(
+                f"checkpoint.overwrite=true and checkpoint.resume={self.resume!r} contradict "
+                "each other: overwrite starts afresh, resume continues"
+            )
 
 
 @dataclass
 class LoggingConfig:
-    log_steps: int = 1
+    log_steps: PositiveInt = 1
     """Log metrics every N steps."""
-    report_to: str = "tensorboard"
+    report_to: Literal["tensorboard", "wandb", "trackio", "none"] = "tensorboard"
     """tensorboard, wandb, trackio or none (through accelerate's trackers)."""
-    rollout_log_steps: int = 10
+    rollout_log_steps: NonNegativeInt = 10
     """Write sampled rollouts to rollouts/step_XXXX.jsonl every N steps (0 = never)."""
     progress: bool = True
     """Show a progress bar."""
-
-    def validate(self) -> None:
-        _choice(self.report_to, "logging.report_to", ("tensorboard", "wandb", "trackio", "none"))
 
 
 @dataclass
@@ -273,25 +313,71 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
-    seed: int = 0
+    seed: Seed = 0
     """Seed for data order, sampling and initialisation."""
 
     def validate(self) -> TrainConfig:
         """Check every value and resolve every reward now, before any model is loaded."""
         from vlm_r1.rewards import RewardConfigError, resolve_reward
 
-        for part in (self.data, self.rollout, self.algo, self.optim, self.logging):
-            part.validate()
+        check_fields(self)
         if not self.rewards:
             raise ConfigError("rewards is empty: give at least one reward, e.g. [{name: accuracy}]")
         for i, term in enumerate(self.rewards):
             try:
                 resolve_reward(term.name, **term.params)
+                method = term.params.get("method")
+                if isinstance(method, str):  # the accuracy dispatcher's fallback reward
+                    resolve_reward(method)
             except RewardConfigError as err:
                 raise ConfigError(f"rewards[{i}]: {err}") from err
-        if self.model.lora.enabled and self.model.lora.r < 1:
-            raise ConfigError(f"model.lora.r={self.model.lora.r} must be >= 1")
         return self
+
+
+# ---------------------------------------------------------------------------- validation
+def check_fields(config: Any, prefix: str = "") -> None:
+    """Check every field of a config tree against its annotation: ``Literal`` choices,
+    ``Bounds`` ranges, finiteness of every number; then each section's own ``validate()``
+    (rules that involve several fields). Raises ``ConfigError`` naming the dotted key."""
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    for f in dataclasses.fields(config):
+        key = f"{prefix}{f.name}"
+        value = getattr(config, f.name)
+        _check_value(value, hints[f.name], key)
+    if prefix and hasattr(config, "validate"):
+        config.validate()
+
+
+def _check_value(value: Any, hint: Any, key: str) -> None:
+    if dataclasses.is_dataclass(value):
+        check_fields(value, key + ".")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if dataclasses.is_dataclass(item):
+                check_fields(item, f"{key}[{i}].")
+        return
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
+    base, bounds = _constraints(hint, value)
+    if get_origin(base) is Literal:
+        _choice(value, key, get_args(base))
+    for bound in bounds:
+        bound.check(value, key)
+
+
+def _constraints(hint: Any, value: Any) -> tuple[Any, list[Bounds]]:
+    """The annotation that applies to ``value`` (``Optional`` unwrapped) and its bounds."""
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return type(None), []
+        options = [a for a in get_args(hint) if a is not type(None)]
+        hint = options[0] if len(options) == 1 else hint
+    if get_origin(hint) is Annotated:
+        base, *extras = get_args(hint)
+        return base, [e for e in extras if isinstance(e, Bounds)]
+    return hint, []
 
 
 # ------------------------------------------------------------------------------- loading

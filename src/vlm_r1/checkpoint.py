@@ -14,20 +14,46 @@ import os
 import random
 import re
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vlm_r1.errors import UserFacingError
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 
 
+class CheckpointError(UserFacingError, OSError):
+    """A checkpoint file is missing, truncated or unreadable; the message names the file."""
+
+    def __init__(self, file: Path, problem: str):
+        super().__init__(f"checkpoint file {file}: {problem}")
+        self.file = file
+
+
 def rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+    """Every generator's state as tensors and plain numbers only, so it loads with
+    ``torch.load(weights_only=True)`` (no pickled objects: a checkpoint cannot run code)."""
+    version, mt_state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {
+            "version": version,
+            "state": torch.tensor(mt_state, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -36,8 +62,18 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["name"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -102,16 +138,82 @@ def commit(output_dir: str | Path, step: int, keep_last: int) -> Path:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    return json.loads((path / STATE_FILE).read_text())
+    file = path / STATE_FILE
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(file, f"unreadable ({err})") from err
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(file, "has no 'step'")
+    return state
+
+
+def load_tensors(file: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (``weights_only``): loading a
+    checkpoint never unpickles arbitrary objects. Errors name the file."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError/...
+        raise CheckpointError(file, f"cannot be loaded ({type(err).__name__}: {err})") from err
 
 
 def load_training_state(path: Path, optimizer: Any, scheduler: Any, rank: int) -> None:
-    optimizer.load_state_dict(
-        torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    )
-    scheduler.load_state_dict(
-        torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False)
-    )
+    optimizer.load_state_dict(load_tensors(path / "optimizer.pt"))
+    scheduler.load_state_dict(load_tensors(path / "scheduler.pt"))
     rng_file = path / f"rng_state_rank{rank}.pt"
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+        set_rng_state(load_tensors(rng_file))
+
+
+# ------------------------------------------------------------------------------ integrity
+def verify(path: Path) -> None:
+    """Raise ``CheckpointError`` naming the first missing, truncated or unreadable file.
+
+    Cheap (reads headers and zip directories, not the tensors): the trainer state parses, the
+    optimizer, scheduler and RNG archives have their zip directory (``torch.save`` writes zip
+    files, whose directory is at the end, so truncation removes it), and every safetensors file
+    is as long as its header says.
+    """
+    if not path.is_dir():
+        raise CheckpointError(path, "no such checkpoint folder")
+    read_state(path)
+    for name in ("optimizer.pt", "scheduler.pt"):
+        _verify_zip(path / name)
+    for file in sorted(path.glob("rng_state_rank*.pt")):
+        _verify_zip(file)
+    weights = sorted((path / "model").rglob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(path / "model", "no *.safetensors weights")
+    for file in weights:
+        verify_safetensors(file)
+
+
+def _verify_zip(file: Path) -> None:
+    if not file.is_file():
+        raise CheckpointError(file, "missing")
+    try:
+        with zipfile.ZipFile(file):
+            pass
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(file, f"truncated or corrupt ({err})") from err
+
+
+def verify_safetensors(file: Path) -> None:
+    """The file holds its 8-byte header length, a JSON header, and every tensor's bytes."""
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if 8 + header_len > size:
+                raise ValueError("shorter than its header")
+            header = json.loads(handle.read(header_len))
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as err:
+        raise CheckpointError(file, f"not a readable safetensors file ({err})") from err
+    if 8 + header_len + end > size:
+        raise CheckpointError(
+            file, f"truncated: {size} bytes, its header needs {8 + header_len + end}"
+        )

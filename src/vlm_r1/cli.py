@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import typer
+
+from vlm_r1.errors import TrainingInterrupted, UserFacingError
 
 app = typer.Typer(
     add_completion=False,
@@ -16,13 +19,24 @@ app = typer.Typer(
 )
 
 
+#: Exit codes: 0 done; 1 a bug (traceback shown); 2 bad input (one line);
+#: 128 + signal number when SIGTERM (143) or SIGINT (130) stopped training after a checkpoint.
+EXIT_USER_ERROR = 2
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of input errors too (for bug reports)."
+    ),
+) -> None:
     """R1-style reinforcement learning (GRPO) for vision-language models."""
+    if debug:
+        os.environ["VLM_R1_DEBUG"] = "1"
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, no traceback."""
+class UserError(UserFacingError):
+    """A bad command-line flag or argument: printed as one line, no traceback."""
 
 
 @app.command("tiny-model")
@@ -69,6 +83,9 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the newest checkpoint (= checkpoint.resume=auto)."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete the run already in the output folder and start again."
+    ),
 ) -> None:
     """GRPO training. Extra arguments are overrides: algo.beta=0 optim.max_steps=50 ..."""
     import logging
@@ -77,8 +94,14 @@ def train(
     from vlm_r1.rl.trainer import run_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = list(ctx.args) + (["checkpoint.resume=auto"] if resume else [])
-    run_training(load_config(config, overrides))
+    run_training(load_config(config, _run_overrides(ctx.args, resume, overwrite)))
+
+
+def _run_overrides(args: list[str], resume: bool, overwrite: bool) -> list[str]:
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    flags = ["checkpoint.resume=auto"] if resume else []
+    return list(args) + flags + (["checkpoint.overwrite=true"] if overwrite else [])
 
 
 @app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -86,6 +109,9 @@ def sft(
     ctx: typer.Context,
     config: Path = typer.Option(None, "--config", help="YAML recipe, e.g. configs/sft_rec.yaml."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete the run already in the output folder and start again."
+    ),
 ) -> None:
     """Supervised fine-tuning (the baseline / warm start). Extra arguments are overrides."""
     import logging
@@ -94,8 +120,7 @@ def sft(
     from vlm_r1.sft import SFTConfig, run_sft
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = list(ctx.args) + (["checkpoint.resume=auto"] if resume else [])
-    run_sft(load_config(config, overrides, cls=SFTConfig))
+    run_sft(load_config(config, _run_overrides(ctx.args, resume, overwrite), cls=SFTConfig))
 
 
 @app.command("eval")
@@ -152,7 +177,10 @@ def report(
         if not (run / "metrics.jsonl").is_file():
             raise UserError(f"{run} has no metrics.jsonl (is it a vlm-r1 run folder?)")
     eval_file = runs[0] / "eval_metrics.json"
-    evals = json.loads(eval_file.read_text()) if eval_file.is_file() else None
+    try:
+        evals = json.loads(eval_file.read_text()) if eval_file.is_file() else None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{eval_file}: not valid JSON ({err.msg}, line {err.lineno})") from err
     path = build_report({r.name: r for r in runs}, out or runs[0] / "report.html", evals)
     typer.echo(str(path))
 
@@ -201,7 +229,12 @@ def make_shapes(
 
 @make_data.command("refcoco")
 def make_refcoco(
-    refs: Path = typer.Option(..., "--refs", help="refs(unc).p or refs(umd).p"),
+    refs: Path = typer.Option(
+        ...,
+        "--refs",
+        help="refs(unc).p or refs(umd).p. This file is a Python pickle, and loading a pickle "
+        "can run code: pass only a file from a source you trust.",
+    ),
     instances: Path = typer.Option(
         ..., "--instances", help="COCO instances.json of the same release"
     ),
@@ -236,23 +269,25 @@ def make_coco(
 
 
 def main() -> None:
-    """Console entry point: known user errors become one red line and exit code 2
-    (``VLM_R1_DEBUG=1`` shows the traceback instead)."""
-    from vlm_r1.models.adapter import ModelLoadError
-
+    """Console entry point. Input errors (``UserFacingError``: config, data, checkpoint, model
+    path, flags) become one red line and exit code 2 (``--debug`` or ``VLM_R1_DEBUG=1`` shows the
+    traceback); any other exception is a bug and keeps its traceback (exit 1). A run stopped by
+    SIGTERM/SIGINT exits with 128 + the signal number once its checkpoint is written."""
     _quiet_libraries()
     try:
         app()
-    except (
-        ModelLoadError,
-        UserError,
-        ValueError,
-        FileNotFoundError,
-        OSError,
-    ) as err:  # incl. ConfigError, DataError, RewardConfigError
+    except UserFacingError as err:
         if os.environ.get("VLM_R1_DEBUG"):
             raise  # the full traceback, for bug reports
         _fail_quietly(str(err))
+    except TrainingInterrupted as stop:
+        name = signal.Signals(stop.signum).name
+        typer.secho(
+            f"stopped by {name} at step {stop.step}; a checkpoint is saved, continue with --resume",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        sys.exit(128 + stop.signum)
 
 
 def _quiet_libraries() -> None:
@@ -268,7 +303,7 @@ def _quiet_libraries() -> None:
 
 def _fail_quietly(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    sys.exit(2)
+    sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ FAMILY = "qwen3_vl"
 def _quiet(output: Path) -> dict[str, Any]:
     return {
         "checkpoint": CheckpointConfig(
-            output_dir=str(output), save_steps=10**9, resume="none", keep_last=1
+            output_dir=str(output), save_steps=10**9, resume="none", overwrite=True, keep_last=1
         ),
         "logging": LoggingConfig(report_to="none", rollout_log_steps=0, progress=True),
     }

@@ -25,9 +25,17 @@ from typing import Any
 import torch
 
 from vlm_r1 import checkpoint as ckpt
-from vlm_r1.config import CheckpointConfig, LoggingConfig, ModelConfig, OptimConfig
+from vlm_r1 import run_folder
+from vlm_r1.config import (
+    CheckpointConfig,
+    ConfigError,
+    LoggingConfig,
+    ModelConfig,
+    OptimConfig,
+)
+from vlm_r1.errors import TrainingInterrupted
 from vlm_r1.models import load_model
-from vlm_r1.tracking import MetricsWriter, tracker_name
+from vlm_r1.tracking import MetricsWriter, drop_history_after, tracker_name
 
 logger = logging.getLogger(__name__)
 #: Fault injection for tests: SIGKILL this process right after checkpoint N is committed.
@@ -57,6 +65,17 @@ class Engine:
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), log_with=tracker, project_dir=str(self.output_dir)
         )
+        # Before the model loads: refuse a wrong start/resume in seconds, not minutes.
+        self.plan = run_folder.plan_run(config.checkpoint, config.full_config)
+        processes = self.accelerator.num_processes
+        if config.optim.prompts_per_step % processes:
+            raise ConfigError(
+                f"optim.prompts_per_step={config.optim.prompts_per_step} cannot be split evenly "
+                f"over {processes} processes"
+            )
+        if self.accelerator.is_main_process and config.checkpoint.overwrite:
+            run_folder.clear_run(self.output_dir)
+        self.accelerator.wait_for_everyone()
         set_seed(config.seed)
         m = config.model
         self.adapter, model, self.processor = load_model(
@@ -93,7 +112,10 @@ class Engine:
             self.accelerator, self.output_dir, self.accelerator.is_main_process
         )
         if self.accelerator.is_main_process:
-            (self.output_dir / "config.json").write_text(json.dumps(config.full_config, indent=2))
+            run_folder.log_changes(self.plan.changes)
+            (self.output_dir / run_folder.CONFIG_FILE).write_text(
+                json.dumps(config.full_config, indent=2)
+            )
 
     # --------------------------------------------------------------------------- model
     def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -232,6 +254,9 @@ class Engine:
                 "world_size": acc.num_processes,
                 "lora": self.config.model.lora.enabled,
             }
+            (stage / run_folder.CONFIG_FILE).write_text(
+                json.dumps(self.config.full_config, indent=2)
+            )
             ckpt.write_training_state(stage, self.optimizer, self.scheduler, full_state)
             path = ckpt.commit(self.output_dir, step, self.config.checkpoint.keep_last)
             if final:
@@ -266,25 +291,30 @@ class Engine:
         os.replace(tmp, folder)
 
     def resume(self) -> dict[str, Any] | None:
-        """Restore the newest (or the configured) checkpoint; returns its trainer state."""
-        setting = self.config.checkpoint.resume
-        if setting == "none":
-            return None
-        path = ckpt.latest_checkpoint(self.output_dir) if setting == "auto" else Path(setting)
+        """Restore the checkpoint chosen by ``run_folder.plan_run``; returns its trainer state.
+
+        The run's history is cut back to that step (metrics rows and rollout files written
+        after it by the interrupted process), so every step appears once in the resumed run.
+        """
+        path = self.plan.checkpoint
         if path is None:
+            if self.config.checkpoint.resume != "none":
+                self._drop_history_after(0)  # killed before its first checkpoint
             return None
-        if not (path / ckpt.STATE_FILE).is_file():
-            raise FileNotFoundError(
-                f"checkpoint.resume={setting!r}: {path} is not a complete checkpoint"
-            )
+        state = ckpt.read_state(path)
         self._load_weights(path / "model")
         ckpt.load_training_state(
             path, self.optimizer, self.scheduler, self.accelerator.process_index
         )
-        state = ckpt.read_state(path)
+        self._drop_history_after(int(state["step"]))
         if self.accelerator.is_main_process:
             logger.warning("resumed from %s at step %d", path, state["step"])
         return state
+
+    def _drop_history_after(self, step: int) -> None:
+        if self.accelerator.is_main_process:
+            drop_history_after(self.output_dir, step)
+        self.accelerator.wait_for_everyone()
 
     def _load_weights(self, folder: Path) -> None:
         """Full weights go through ``from_pretrained`` (which maps on-disk key names such as
@@ -299,9 +329,12 @@ class Engine:
             return
         from transformers import AutoModelForImageTextToText
 
-        saved = AutoModelForImageTextToText.from_pretrained(
-            folder, dtype=next(model.parameters()).dtype
-        )
+        try:
+            saved = AutoModelForImageTextToText.from_pretrained(
+                folder, dtype=next(model.parameters()).dtype
+            )
+        except (OSError, ValueError) as err:
+            raise ckpt.CheckpointError(folder, f"the model cannot be loaded ({err})") from err
         model.load_state_dict(saved.state_dict(), strict=True)
 
     def cleanup(self) -> None:
@@ -311,6 +344,12 @@ class Engine:
                 digest
             )
         self.accelerator.end_training()
+
+
+def launched_as_main_process() -> bool:
+    """Whether this is rank 0, before any process group exists (``torchrun`` and ``accelerate
+    launch`` set ``RANK``; a plain run has none). Used for log lines printed before the Engine."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def parameter_digest(model: torch.nn.Module) -> str:
@@ -336,10 +375,15 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class StopSignal:
-    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits at a safe point."""
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits at a safe point.
+
+    ``raise_if_requested(step)`` then raises ``TrainingInterrupted``, so the command exits with
+    ``128 + signum`` (143 for SIGTERM) rather than 0: the job did not finish.
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignal:
@@ -349,6 +393,11 @@ class StopSignal:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+        self.signum = signum
+
+    def raise_if_requested(self, step: int) -> None:
+        if self.requested and self.signum is not None:
+            raise TrainingInterrupted(self.signum, step)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

@@ -24,9 +24,17 @@ from vlm_r1.config import (
     LoggingConfig,
     ModelConfig,
     OptimConfig,
+    Seed,
+    check_fields,
     to_dict,
 )
-from vlm_r1.engine import Engine, EngineConfig, Progress, StopSignal
+from vlm_r1.engine import (
+    Engine,
+    EngineConfig,
+    Progress,
+    StopSignal,
+    launched_as_main_process,
+)
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.rewards.common import gt_boxes
 from vlm_r1.rl.logprobs import completion_logprobs
@@ -53,11 +61,11 @@ class SFTConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     think: bool = True
     """Prefix the answer with a short templated <think> so the format matches GRPO's."""
-    seed: int = 0
+    seed: Seed = 0
 
     def validate(self) -> SFTConfig:
-        for part in (self.data, self.optim, self.logging):
-            part.validate()
+        """Check every value now, before any model is loaded (see ``config.check_fields``)."""
+        check_fields(self)
         return self
 
 
@@ -96,11 +104,13 @@ class SFTTrainer:
 
     def setup(self) -> None:
         cfg = self.config
+        # Data before the model: a bad row fails in seconds (SFT has no rewards: rows may name
+        # registered rewards only).
+        self.samples = load_training_samples(cfg.data, launched_as_main_process())
         self.engine = Engine(
             EngineConfig(cfg.model, cfg.optim, cfg.checkpoint, cfg.logging, cfg.seed, to_dict(cfg))
         )
         acc = self.engine.accelerator
-        self.samples = load_training_samples(cfg.data, acc.is_main_process)
         self.sampler = PromptSampler(
             len(self.samples), cfg.seed, cfg.data.shuffle, acc.process_index, acc.num_processes
         )
@@ -141,7 +151,9 @@ class SFTTrainer:
             while self.step < cfg.optim.max_steps and not stop.requested:
                 started = time.perf_counter()
                 prompts = [
-                    prepare_prompt(engine.adapter, engine.processor, self.samples[i])
+                    prepare_prompt(
+                        engine.adapter, engine.processor, self.samples[i], cfg.data.max_image_pixels
+                    )
                     for _, i in self.sampler.take(cfg.optim.prompts_per_step)
                 ]
                 metrics = self.update(prompts)
@@ -164,6 +176,8 @@ class SFTTrainer:
                         {"sampler": self.sampler.state_dict()},
                         final=self.step == cfg.optim.max_steps,
                     )
+        if self.step < cfg.optim.max_steps:
+            stop.raise_if_requested(self.step)  # checkpoint saved above; exit 128 + signal
         return last
 
     def update(self, prompts: list[PreparedPrompt]) -> dict[str, Any]:

@@ -18,14 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlm_r1.data.jsonl import read_samples
+from vlm_r1.config import ConfigError
+from vlm_r1.data.jsonl import DataError, read_samples
 from vlm_r1.data.sample import Sample
-from vlm_r1.eval.metrics import coco_detection_metrics, rec_metrics
+from vlm_r1.eval.metrics import CONVENTIONS, coco_detection_metrics, rec_metrics
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.rewards import call_reward, resolve_reward
 from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes
 from vlm_r1.rewards.format import is_strict_format
 from vlm_r1.rewards.parsing import extract_answer, parse_number
+from vlm_r1.rewards.registry import check_data_method
 from vlm_r1.rl.prompts import PreparedPrompt, prepare_prompt, stack_prompts
 
 Generate = Callable[[list[PreparedPrompt]], list[str]]
@@ -140,7 +142,9 @@ def _score_task(task: str, items: list[tuple[PreparedPrompt, str]], convention: 
         return {"accuracy": float(np.mean(correct))}, rows
     scores = []
     for prompt, text in items:
-        spec = resolve_reward(prompt.sample.reward_method or "default")
+        # Eval has no config: a sample's own method may be a built-in only (no code, no judge).
+        method = check_data_method(prompt.sample.reward_method or "default")
+        spec = resolve_reward(method)
         score = call_reward(spec, [text], [prompt.sample.solution]).scores[0]
         scores.append(score)
         rows.append(_row(prompt, text, None, {"score": score, "gt": prompt.sample.solution}))
@@ -166,11 +170,31 @@ def _row(
 def load_eval_samples(
     data: str, image_folders: str | None = None, limit: int | None = None, seed: int = 42
 ) -> list[Sample]:
-    """All samples, or ``limit`` drawn at random with ``seed`` (VLM-R1: 2000 per split, seed 42)."""
-    samples = list(read_samples(data, image_folders))
-    if limit and limit < len(samples):
+    """All samples, or ``limit`` drawn at random with ``seed`` (VLM-R1: 2000 per split, seed 42).
+
+    Rows may name built-in reward methods only (eval has no config to declare custom code or
+    the LLM judge); size limits are ``DataConfig``'s defaults."""
+    samples = list(read_samples(data, image_folders, allowed_methods=()))
+    if not samples:
+        raise DataError(str(data), "<file>", "no samples to evaluate", data, "empty")
+    if limit is not None and limit < len(samples):
         samples = random.Random(seed).sample(samples, limit)
     return samples
+
+
+def check_eval_options(
+    batch_size: int, max_new_tokens: int, limit: int | None, convention: str
+) -> None:
+    """Refuse impossible ``vlm-r1 eval`` options by their flag name, before anything loads."""
+    for flag, value in (("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
+        if value < 1:
+            raise ConfigError(f"{flag}={value} must be >= 1")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit={limit} must be >= 1 (leave it out to evaluate every sample)")
+    if convention not in CONVENTIONS:
+        raise ConfigError(
+            f"--metric-convention={convention!r} is not allowed; choose one of {CONVENTIONS}"
+        )
 
 
 def evaluate_checkpoint(
@@ -191,6 +215,7 @@ def evaluate_checkpoint(
 
     from vlm_r1.models import load_model
 
+    check_eval_options(batch_size, max_new_tokens, limit, convention)
     samples = load_eval_samples(data, image_folders, limit)
     adapter, model, processor = load_model(model_path, family)
     model.eval()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from vlm_r1.models.boxes import BoxSpace, from_model
 from vlm_r1.report.plots import plot_runs
 from vlm_r1.rewards.common import gt_boxes
 from vlm_r1.rewards.parsing import extract_answer, parse_boxes
+from vlm_r1.tracking import read_jsonl
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}
 h2{font-size:18px;margin-top:28px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;
@@ -73,8 +73,7 @@ def _rollout_rows(run: Path, per_step: int = 4, steps: int = 3) -> list[dict[str
     chosen = [files[0], files[len(files) // 2], files[-1]][:steps] if len(files) >= 3 else files
     rows = []
     for path in dict.fromkeys(chosen):
-        with open(path) as handle:
-            group = [json.loads(line) for line in handle]
+        group = read_jsonl(path)
         rows.extend(group[:: max(1, len(group) // per_step)][:per_step])
     return rows
 

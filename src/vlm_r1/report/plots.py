@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from vlm_r1.tracking import read_jsonl
 
 PANELS = (
     ("reward", ("reward",), "total reward"),
@@ -29,8 +30,7 @@ def read_history(run: Path) -> list[dict[str, float]]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return read_jsonl(path)
 
 
 def _matching(history: list[dict[str, float]], prefixes: tuple[str, ...]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,16 @@ from typing import Any
 import torch
 
 from vlm_r1.config import TrainConfig, to_dict
-from vlm_r1.data.jsonl import read_samples
-from vlm_r1.engine import Engine, EngineConfig, Progress, StopSignal
-from vlm_r1.rl.advantages import ADVANTAGES, zero_variance_groups
+from vlm_r1.data.jsonl import DataError, read_samples
+from vlm_r1.engine import (
+    Engine,
+    EngineConfig,
+    Progress,
+    StopSignal,
+    launched_as_main_process,
+)
+from vlm_r1.rewards.registry import declared_methods
+from vlm_r1.rl.advantages import ADVANTAGES, step_advantages, zero_variance_groups
 from vlm_r1.rl.image_features import SharedImageFeatures, has_images
 from vlm_r1.rl.logprobs import completion_logprobs, shared_prefix_logprobs
 from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings
@@ -51,13 +59,18 @@ class StepBatch:
     rollout_seconds: float = 0.0
 
 
-def load_training_samples(data: Any, is_main: bool) -> list:
+def load_training_samples(data: Any, is_main: bool, rewards: Sequence[Any] = ()) -> list:
+    """Read ``data`` (a ``DataConfig``) under its limits; rows may name only registered rewards
+    or the custom rewards / judge that ``rewards`` (the config's reward terms) declare."""
     reader = read_samples(
         data.train,
         data.image_folders,
         reward_methods=data.reward_methods,
         on_error=data.on_error,
         check_images=data.check_images,
+        allowed_methods=declared_methods(rewards),
+        max_image_pixels=data.max_image_pixels,
+        max_text_chars=data.max_text_chars,
     )
     samples = []
     for sample in reader:
@@ -66,6 +79,14 @@ def load_training_samples(data: Any, is_main: bool) -> list:
             break
     if is_main:
         logger.info("%s", reader.stats.summary())
+    if not samples:
+        raise DataError(
+            str(data.train),
+            "<file>",
+            f"no usable samples ({reader.stats.summary()})",
+            None,
+            "empty",
+        )
     return samples
 
 
@@ -79,6 +100,8 @@ class GRPOTrainer:
         cfg = self.config
         if cfg.rollout.backend == "vllm":
             require_vllm()  # fail now, with the install hint, not after loading everything
+        # Data before the model: a bad row (or one naming code to run) fails in seconds.
+        self.samples = load_training_samples(cfg.data, launched_as_main_process(), cfg.rewards)
         self.engine = Engine(
             EngineConfig(
                 cfg.model,
@@ -91,7 +114,6 @@ class GRPOTrainer:
             )
         )
         acc = self.engine.accelerator
-        self.samples = load_training_samples(cfg.data, acc.is_main_process)
         self.sampler = PromptSampler(
             len(self.samples), cfg.seed, cfg.data.shuffle, acc.process_index, acc.num_processes
         )
@@ -206,8 +228,8 @@ class GRPOTrainer:
                     or stop.requested
                 ):
                     self.save()
-            if stop.requested:
-                logger.warning("stop requested: saved a checkpoint at step %d, exiting", self.step)
+        if self.step < cfg.optim.max_steps:
+            stop.raise_if_requested(self.step)  # checkpoint saved above; exit 128 + signal
         return last
 
     def collect(self) -> StepBatch:
@@ -249,7 +271,10 @@ class GRPOTrainer:
             rollout,
             rewards,
             per_term,
-            self.advantage_fn(rewards, rollout.group_size),
+            # Batch statistics over every process's rewards (scale_rewards: batch).
+            step_advantages(
+                self.advantage_fn, rewards, rollout.group_size, self.engine.accelerator
+            ),
             details,
             zero_variance_fraction=zero_fraction,
             prompts_too_long=too_long,
@@ -279,7 +304,12 @@ class GRPOTrainer:
         seeds: list[int] = []
         too_long = 0
         for position, index in self.sampler.take(global_prompts):
-            prompt = prepare_prompt(self.engine.adapter, self.engine.processor, self.samples[index])
+            prompt = prepare_prompt(
+                self.engine.adapter,
+                self.engine.processor,
+                self.samples[index],
+                self.config.data.max_image_pixels,
+            )
             if cfg.max_prompt_length and prompt.length > cfg.max_prompt_length:
                 too_long += 1
                 continue
@@ -304,6 +334,7 @@ class GRPOTrainer:
             epsilon_low=cfg.algo.epsilon_low,
             epsilon_high=cfg.algo.epsilon_high,
             kl_clamp=cfg.algo.kl_clamp,
+            kl_bias_correction=cfg.algo.kl_bias_correction,
             max_completion_length=cfg.rollout.max_completion_length,
             # DDP averages gradients over processes, so each process normalises by its own
             # sequence count and by the mean token count: the average is the global mean.

@@ -73,7 +73,8 @@ def test_killed_run_resumes_exactly(make_config, tmp_path, mu, killed_at):
     result = run_cli(cli + [str(killed)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stderr and f"step {killed_at}" in result.stderr
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "killed/metrics.jsonl")]
+    lines = (tmp_path / "killed/metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
     assert steps == [1, 2, 3, 4, 5, 6]  # each step logged once across the kill
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
     assert a.keys() == b.keys()

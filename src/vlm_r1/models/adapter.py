@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,74 +53,6 @@ class ModelLoadError(UserFacingError, ValueError):
     """A checkpoint could not be loaded; the message says what was given and what is supported."""
 
 
-@dataclass(frozen=True)
-class TinyRecipe:
-    """Sizes of a tiny random-weight checkpoint (see ``models/tiny.py``)."""
-
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vision_hidden: int
-    vision_depth: int
-    vision_heads: int
-    vision_intermediate: int
-    vocab_size: int
-    min_pixels: int
-    max_pixels: int
-
-
-TINY_SIZES: dict[str, TinyRecipe] = {
-    # ~1M parameters: every code path, seconds to build.
-    "test": TinyRecipe(
-        hidden=64,
-        layers=2,
-        heads=4,
-        kv_heads=2,
-        intermediate=128,
-        vision_hidden=32,
-        vision_depth=2,
-        vision_heads=2,
-        vision_intermediate=64,
-        vocab_size=1024,
-        min_pixels=28 * 28 * 4,
-        max_pixels=112 * 112,
-    ),
-    # A few million parameters: learns the synthetic grounding task on CPU in minutes.
-    "demo": TinyRecipe(
-        hidden=256,
-        layers=4,
-        heads=4,
-        kv_heads=2,
-        intermediate=768,
-        vision_hidden=128,
-        vision_depth=4,
-        vision_heads=4,
-        vision_intermediate=384,
-        vocab_size=2048,
-        min_pixels=28 * 28 * 4,
-        max_pixels=224 * 224,
-    ),
-}
-
-
-def tiny_text_fields(recipe: TinyRecipe, token_ids: dict[str, int]) -> dict[str, Any]:
-    """Text-model config fields every tiny family shares (ChatML special tokens as bos/eos/pad)."""
-    return dict(
-        vocab_size=recipe.vocab_size,
-        hidden_size=recipe.hidden,
-        intermediate_size=recipe.intermediate,
-        num_hidden_layers=recipe.layers,
-        num_attention_heads=recipe.heads,
-        num_key_value_heads=recipe.kv_heads,
-        max_position_embeddings=4096,
-        bos_token_id=token_ids["<|endoftext|>"],
-        eos_token_id=token_ids["<|im_end|>"],
-        pad_token_id=token_ids["<|endoftext|>"],
-    )
-
-
 @dataclass
 class VLMAdapter:
     """Family-specific knowledge. Subclasses set the class attributes and override hooks."""
@@ -140,15 +72,10 @@ class VLMAdapter:
         "up_proj",
         "down_proj",
     )
-    #: Special tokens the tokenizer must contain for the processor and chat template to work.
-    special_tokens: tuple[str, ...] = ()
-    #: Named special tokens the processor reads as tokenizer attributes (``tokenizer.<name>``).
-    named_special_tokens: dict[str, str] = field(default_factory=dict)
     #: Vision placeholder tokens a model must never generate (they would break the next forward).
     placeholder_tokens: tuple[str, ...] = ()
+    #: The token that ends an assistant turn (a completion stops there).
     eos_token: str = "<|im_end|>"
-    pad_token: str = "<|endoftext|>"
-    chat_template: str = ""
 
     # ----- loading -------------------------------------------------------------------------
     def load(
@@ -255,6 +182,27 @@ class VLMAdapter:
         targets = "|".join(self.lora_targets)
         return rf"^(?!.*(?:{vision})).*\.(?:{targets})$"
 
+    # ----- forwards that reuse work (policy/logprobs.py, policy/image_features.py) ----------
+    #: Per-prompt tensors the vision encoder reads (``get_image_features``' arguments).
+    encoder_inputs: tuple[str, ...] = ("pixel_values",)
+
+    def encoder_units(self, features: dict[str, Any]) -> int:
+        """How many entries of the encoder output one prompt's ``features`` make (default: one
+        per ``pixel_values`` row, e.g. InternVL's tiles), so a batch's output can be split back
+        per prompt."""
+        return int(features["pixel_values"].shape[0]) if "pixel_values" in features else 0
+
+    def reset_positions(self, model: torch.nn.Module) -> None:
+        """Forget position state a previous forward left on ``model`` (default: none)."""
+
+    def continuation_positions(
+        self, model: torch.nn.Module, attention_mask: torch.Tensor, prefix_length: int, rows: Any
+    ) -> torch.Tensor | None:
+        """Position ids for completion tokens that continue a cached prompt prefix, after the
+        prefix forward; ``attention_mask`` ``[N, L+T]`` covers prefix and completion, ``rows``
+        picks each completion's prefix. None (default): the model derives them itself."""
+        return None
+
     # ----- boxes -----------------------------------------------------------------------------
     def model_input_size(self, processor: Any, image_size: tuple[int, int]) -> tuple[int, int]:
         """The ``(width, height)`` the processor resizes an image of ``image_size`` to."""
@@ -279,16 +227,6 @@ class VLMAdapter:
     ) -> np.ndarray:
         """Model coordinates -> original-image pixels, clamped to the image."""
         return box_math.from_model(boxes, self.box_space(processor, image_size))
-
-    # ----- tiny checkpoints (models/tiny.py) ------------------------------------------------
-    def tiny_config(self, recipe: TinyRecipe, token_ids: dict[str, int]) -> Any:
-        raise NotImplementedError(f"{self.family} has no tiny recipe")
-
-    def tiny_processor(self, tokenizer: Any, recipe: TinyRecipe) -> Any:
-        raise NotImplementedError(f"{self.family} has no tiny recipe")
-
-    def init_tiny_weights(self, model: torch.nn.Module) -> None:
-        """Family-specific initialisation of a from-scratch tiny model (default: none)."""
 
 
 def check_attention_backend(attn_implementation: str) -> None:

@@ -1,22 +1,24 @@
-"""What the Qwen-VL families (2, 2.5, 3) share: ChatML with vision placeholders, the vision
-tower under ``model.visual``, ``smart_resize`` preprocessing, and the shape of their configs."""
+"""What the Qwen-VL families (2, 2.5, 3) share: vision placeholder tokens, the vision tower
+under ``model.visual`` and ``smart_resize`` preprocessing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from vlm_r1.models import boxes as box_math
-from vlm_r1.models.adapter import TinyRecipe, VLMAdapter, tiny_text_fields
-from vlm_r1.models.chat_templates import QWEN_PLACEHOLDERS, QWEN_SPECIAL_TOKENS
+from vlm_r1.models.adapter import VLMAdapter
 
-
-def mrope_section(head_dim: int) -> list[int]:
-    """Split head_dim/2 rotary frequencies into (temporal, height, width) as Qwen does (16/24/24 of 64)."""
-    half = head_dim // 2
-    t = half // 4
-    h = (half - t) // 2
-    return [t, h, half - t - h]
+#: The tokens an image or video becomes in the prompt; generating one would break the next forward.
+QWEN_PLACEHOLDERS = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 
 
 def qwen_image_processor_size(processor: Any) -> tuple[int, int, int]:
@@ -28,30 +30,33 @@ def qwen_image_processor_size(processor: Any) -> tuple[int, int, int]:
     return int(ip.patch_size * ip.merge_size), int(min_pixels), int(max_pixels)
 
 
-def tiny_text_config(recipe: TinyRecipe, token_ids: dict[str, int], **extra: Any) -> dict[str, Any]:
-    """The text-model part of a tiny Qwen-VL config (multimodal rotary sections included)."""
-    head_dim = recipe.hidden // recipe.heads
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(head_dim)}
-    rope.update(extra.pop("rope", {}))
-    return dict(**tiny_text_fields(recipe, token_ids), rope_parameters=rope, **extra)
-
-
-def vision_token_ids(token_ids: dict[str, int]) -> dict[str, Any]:
-    """Top-level config ids; Qwen's defaults assume its 151k vocabulary, so set them to ours."""
-    return dict(
-        image_token_id=token_ids["<|image_pad|>"],
-        video_token_id=token_ids["<|video_pad|>"],
-        vision_start_token_id=token_ids["<|vision_start|>"],
-        vision_end_token_id=token_ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
-
-
 @dataclass
 class QwenVLAdapter(VLMAdapter):
     vision_prefixes: tuple[str, ...] = ("model.visual", "visual")
-    special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
     placeholder_tokens: tuple[str, ...] = QWEN_PLACEHOLDERS
+    encoder_inputs: tuple[str, ...] = ("pixel_values", "image_grid_thw")
+
+    def encoder_units(self, features: dict[str, Any]) -> int:
+        """One encoder-output entry per image: the rows of ``image_grid_thw``."""
+        return int(features["image_grid_thw"].shape[0]) if "image_grid_thw" in features else 0
+
+    def reset_positions(self, model: torch.nn.Module) -> None:
+        """Qwen caches its 3-D rotary offsets (``rope_deltas``) on the model; a prefix forward
+        must compute fresh ones rather than read a previous batch's."""
+        inner = _inner_model(model)
+        if hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = None
+
+    def continuation_positions(
+        self, model: torch.nn.Module, attention_mask: torch.Tensor, prefix_length: int, rows: Any
+    ) -> torch.Tensor | None:
+        """M-RoPE positions of text that continues a prefix, as in the full sequence: (index
+        among attended tokens) + the prefix's ``rope_deltas``, the same on all 3 axes."""
+        deltas = getattr(_inner_model(model), "rope_deltas", None)  # set by the prefix forward
+        if deltas is None:  # text-only prefix: the model's own positions are right
+            return None
+        text = (attention_mask.long().cumsum(-1) - 1)[:, prefix_length:]
+        return (text + deltas.to(attention_mask.device)[rows]).unsqueeze(0).expand(3, -1, -1)
 
     def set_pixel_bounds(
         self, processor: Any, min_pixels: int | None, max_pixels: int | None
@@ -78,3 +83,14 @@ class QwenVLAdapter(VLMAdapter):
         w, h = image_size
         rh, rw = box_math.smart_resize(h, w, factor, min_pixels, max_pixels)
         return rw, rh
+
+
+def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The ``...Model`` under wrappers (DDP ``module``, PEFT ``base_model.model``) and the head:
+    where Qwen keeps ``rope_deltas``."""
+    while hasattr(model, "module"):
+        model = model.module
+    get_base = getattr(model, "get_base_model", None)
+    if get_base is not None:
+        model = get_base()
+    return getattr(model, "model", model)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vlm_r1.models import load_model
-from vlm_r1.models.position_codes import POSITION_GAIN, init_position_embedding, sincos_grid
+from vlm_r1.models.tiny.position_codes import POSITION_GAIN, init_position_embedding, sincos_grid
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,6 +1,6 @@
 """Chat templates (Jinja) for the tiny checkpoints, equivalent to the families' own.
 
-Real hub checkpoints ship their own template; these are only used by ``models/tiny.py`` so that
+Real hub checkpoints ship their own template; these are only used by the tiny builders so that
 tiny models format prompts exactly the way the real ones do (ChatML with vision placeholders).
 """
 
@@ -33,26 +33,3 @@ def chatml(image: str, video: str, default_system: str | None) -> str:
 
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-QWEN_PLACEHOLDERS = (
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)

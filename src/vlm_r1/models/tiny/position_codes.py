@@ -9,7 +9,7 @@ object is (that is content) but not where it is: on the shapes ``locate`` task, 
 steps its predicted box centres correlated 0.07 / -0.07 (x / y) with the truth, Acc@0.5 0.11;
 with these codes 0.98 / 0.95, Acc@0.5 0.75 (``scripts/locate_probe.py``). A pretrained
 checkpoint has learned its own embeddings, so this only touches models we build
-(``models/tiny.py``).
+(``models/tiny/qwen.py``).
 """
 
 from __future__ import annotations

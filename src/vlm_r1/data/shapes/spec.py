@@ -1,0 +1,26 @@
+"""The ``make-data shapes`` options: task kinds, image-size specs, and the error for bad ones."""
+
+from __future__ import annotations
+
+from vlm_r1.errors import UserFacingError
+
+#: ``locate`` is REC on single-object scenes ("the red circle"): basic grounding for warm starts.
+TASK_KINDS = ("rec", "ovd", "count", "locate")
+DEFAULT_TASKS = ("rec", "ovd", "count")
+
+
+class ShapesSpecError(UserFacingError, ValueError):
+    """A ``make-data shapes`` option is out of range (task, image size, scale, counts)."""
+
+
+def parse_image_size(spec: str | int) -> tuple[int, int]:
+    """``"224"`` -> (224, 224); ``"112..448"`` -> random sides in that range per image."""
+    text = str(spec)
+    low, _, high = text.partition("..")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError as err:
+        raise ShapesSpecError(f"--image-size must be N or MIN..MAX, got {text!r}") from err
+    if not 32 <= bounds[0] <= bounds[1] <= 4096:
+        raise ShapesSpecError(f"--image-size must lie in 32..4096 with MIN <= MAX, got {text!r}")
+    return bounds

@@ -45,7 +45,7 @@ def prepare(workdir: Path, image_size: int, n_prompts: int) -> tuple[Path, Path,
     from vlm_r1.data.shapes import write_shapes
     from vlm_r1.models import load_model
     from vlm_r1.models.tiny import tiny_checkpoint
-    from vlm_r1.rl.prompts import prepare_prompt
+    from vlm_r1.policy.prompts import prepare_prompt
 
     model_dir = workdir / "model"
     adapter, model, processor = load_model(str(tiny_checkpoint("qwen2_5_vl", "demo", 0)))

@@ -25,8 +25,8 @@ from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import load_model
 from vlm_r1.models.tiny import tiny_checkpoint
-from vlm_r1.rl.logprobs import completion_logprobs
-from vlm_r1.rl.prompts import prepare_prompt
+from vlm_r1.policy.logprobs import completion_logprobs
+from vlm_r1.policy.prompts import prepare_prompt
 
 QUESTION = "Is the shape in the left or right half?"
 

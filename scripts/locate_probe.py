@@ -7,7 +7,7 @@
 About 4 minutes per run on 2 cores (400 steps x 16 samples, 112 px, objects x2). Prints Acc@0.5,
 mean IoU and how well predicted box centres and sizes correlate with the truth: a model that
 sees where things are gets centre correlations near 1; one that only sees what is there learns
-sizes (content) but not centres. This is the measurement behind ``models/position_codes.py``.
+sizes (content) but not centres. This is the measurement behind ``models/tiny/position_codes.py``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 0. Build a demo-size Qwen3-VL locally and the shapes world (in-domain and out-of-domain REC).
    Qwen3-VL because its vision tower has absolute position embeddings: built from scratch
-   (``models/position_codes.py``) it learns where objects are within minutes of CPU training;
+   (``models/tiny/position_codes.py``) it learns where objects are within minutes of CPU training;
    Qwen2.5-VL's tower carries position only through rotary attention, and a from-scratch tiny
    one learned box sizes but not box positions in the same budget.
 1. Warm start: a short SFT on single-object grounding ("the red circle"), so the model knows

@@ -9,7 +9,6 @@ the same layout (see ``checkpoint.py``).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -38,8 +37,6 @@ from vlm_r1.models import load_model
 from vlm_r1.tracking import MetricsWriter, drop_history_after, tracker_name
 
 logger = logging.getLogger(__name__)
-#: Fault injection for tests: SIGKILL this process right after checkpoint N is committed.
-FAULT_ENV = "VLM_R1_FAULT_KILL_AFTER_CHECKPOINT"
 
 
 @dataclass
@@ -262,8 +259,6 @@ class Engine:
             if final:
                 self._save_final(self.output_dir / "final")
         acc.wait_for_everyone()
-        if os.environ.get(FAULT_ENV) == str(step):
-            os.kill(os.getpid(), signal.SIGKILL)
         return path
 
     def _save_model(self, folder: Path) -> None:
@@ -338,11 +333,6 @@ class Engine:
         model.load_state_dict(saved.state_dict(), strict=True)
 
     def cleanup(self) -> None:
-        if self.accelerator.num_processes > 1:
-            digest = parameter_digest(self.unwrapped())
-            (self.output_dir / f"param_digest_rank{self.accelerator.process_index}.txt").write_text(
-                digest
-            )
         self.accelerator.end_training()
 
 
@@ -350,15 +340,6 @@ def launched_as_main_process() -> bool:
     """Whether this is rank 0, before any process group exists (``torchrun`` and ``accelerate
     launch`` set ``RANK``; a plain run has none). Used for log lines printed before the Engine."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def parameter_digest(model: torch.nn.Module) -> str:
-    """A hash of every parameter's values (equal digests = identical weights, e.g. across ranks)."""
-    h = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(param.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -260,3 +260,10 @@ def parse_yes_no(text: str | None) -> str | None:
         return None
     match = _YES_NO_RE.search(text)
     return match.group(1).lower() if match else None
+
+
+def solution_text(solution: Any) -> str:
+    """The gold answer as text: the inside of ``<answer>`` if present (VLM-R1 wraps it)."""
+    text = solution if isinstance(solution, str) else str(solution)
+    inner = extract_answer(text).answer
+    return inner if inner is not None else text.strip()

@@ -45,7 +45,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 #: What a run writes into its folder (``--overwrite`` removes exactly these).
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, "final", "final.tmp", "rollouts", "vlm-r1")
-RUN_GLOBS = ("checkpoint-*", ".staging-checkpoint-*", "param_digest_rank*.txt")
+RUN_GLOBS = ("checkpoint-*", ".staging-checkpoint-*")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from vlm_r1.config import (
     check_fields,
     to_dict,
 )
+from vlm_r1.data.loading import load_training_samples
 from vlm_r1.engine import (
     Engine,
     EngineConfig,
@@ -36,11 +37,10 @@ from vlm_r1.engine import (
     launched_as_main_process,
 )
 from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.policy.logprobs import completion_logprobs
+from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt
+from vlm_r1.policy.sampling import PromptSampler
 from vlm_r1.rewards.common import gt_boxes
-from vlm_r1.rl.logprobs import completion_logprobs
-from vlm_r1.rl.prompts import PreparedPrompt, prepare_prompt
-from vlm_r1.rl.sampling import PromptSampler
-from vlm_r1.rl.trainer import load_training_samples
 
 logger = logging.getLogger(__name__)
 

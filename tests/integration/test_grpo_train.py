@@ -125,7 +125,7 @@ def test_shared_image_features_train_like_repeated_images(make_config, freeze_vi
     """One rollout batch, two updates (mu=2) with a KL term: sharing the image features and the
     prompt prefix across the group must leave the same weights and the same logged loss/KL as
     repeating the prompt and image in every row."""
-    from vlm_r1.rl.image_features import SharedImageFeatures
+    from vlm_r1.policy.image_features import SharedImageFeatures
 
     encode, calls = SharedImageFeatures.encode.__func__, []
 

@@ -57,7 +57,8 @@ def test_killed_run_resumes_exactly(make_config, tmp_path, mu, killed_at):
     cli = [sys.executable, "-m", "vlm_r1.cli", "train", "--config"]
     result = run_cli(cli + [str(straight)])
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_cli(cli + [str(killed)], {"VLM_R1_FAULT_KILL_AFTER_CHECKPOINT": str(killed_at)})
+    instrumented = [sys.executable, "-m", "instrumented_cli", "--kill-after-checkpoint"]
+    result = run_cli(instrumented + [str(killed_at), "train", "--config", str(killed)])
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     assert (tmp_path / f"killed/checkpoint-{killed_at:06d}").is_dir()
     assert (
@@ -115,7 +116,8 @@ def test_two_processes_with_torchrun(make_config, tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "vlm_r1.cli",
+        "instrumented_cli",
+        "--digest-parameters",
         "train",
         "--config",
         str(double),

@@ -8,8 +8,8 @@ from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConf
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import get_adapter
+from vlm_r1.policy.prompts import prepare_prompt
 from vlm_r1.rewards.common import gt_boxes
-from vlm_r1.rl.prompts import prepare_prompt
 from vlm_r1.sft import SFTConfig, run_sft, target_text
 
 

@@ -44,8 +44,6 @@ def test_dotted_overrides_and_types(tmp_path):
         (["algo.bta=0"], r"unknown config key 'algo.bta' \(did you mean 'beta'\?\)"),
         (["rollout.num_generations=1"], r"num_generations=1 must be >= 2"),
         (["optim.max_steps=ten"], r"optim.max_steps='ten' must be an integer"),
-        (["rewards=[{name: iou_reward}]"], r"rewards\[0\]: unknown reward 'iou_reward'"),
-        (["rewards=[{name: rec_acc, params: {thresh: 1}}]"], r"no parameter 'thresh'"),
         (["model.freeze_vision=maybe"], r"must be true or false"),
         (["algo.scale_rewards=std"], r"algo.scale_rewards='std' is not allowed"),
         (["rollout.backend=sglang"], r"rollout.backend='sglang' is not allowed; .*'vllm'"),
@@ -63,3 +61,36 @@ def test_missing_file_and_missing_data(tmp_path):
         load_config(tmp_path / "none.yaml")
     with pytest.raises(ConfigError, match="data.train is required"):
         load_config(write(tmp_path, "seed: 1\n"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["rewards=[{name: iou_reward}]"], r"rewards\[0\]: unknown reward 'iou_reward'"),
+        (["rewards=[{name: rec_iuo}]"], r"did you mean 'rec_iou'\?"),
+        (["rewards=[{name: rec_acc, params: {thresh: 1}}]"], r"no parameter 'thresh'"),
+        (["rewards=[{name: accuracy, params: {method: rec_iuo}}]"], r"rewards\[0\]: .*'rec_iuo'"),
+    ],
+)
+def test_reward_names_are_resolved_by_the_registry(tmp_path, override, message):
+    """config.py knows no reward names; the registry resolves them when training starts
+    (``GRPOTrainer.setup`` builds the rewards before reading data or loading the model)."""
+    from vlm_r1.rewards import RewardConfigError
+    from vlm_r1.rl.scoring import build_rewards
+
+    config = load_config(write(tmp_path, BASE), override)
+    with pytest.raises(RewardConfigError, match=message):
+        build_rewards(config.rewards)
+
+
+def test_config_choices_are_the_registries():
+    """The ``Literal`` choices written in config.py list exactly the registered entries."""
+    import typing
+
+    from vlm_r1.config import AlgoConfig
+    from vlm_r1.rl.advantages import ADVANTAGES
+    from vlm_r1.rl.losses import LOSSES
+
+    hints = typing.get_type_hints(AlgoConfig)
+    assert set(typing.get_args(hints["loss_type"])) == set(LOSSES)
+    assert set(typing.get_args(hints["scale_rewards"])) == set(ADVANTAGES)

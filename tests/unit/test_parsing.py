@@ -1,6 +1,6 @@
 import pytest
 
-from vlm_r1.rewards.parsing import (
+from vlm_r1.parsing import (
     extract_answer,
     parse_boxes,
     parse_choice,

@@ -35,8 +35,7 @@ from typing import Any
 from vlm_r1.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_size, load_image
 from vlm_r1.data.sample import DETECTION_METHODS, TASKS, BoxSolution, Sample
 from vlm_r1.errors import UserFacingError
-from vlm_r1.rewards.common import solution_text
-from vlm_r1.rewards.parsing import parse_boxes, parse_number
+from vlm_r1.parsing import parse_boxes, parse_number, solution_text
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from vlm_r1.data.jsonl import DataError, read_samples
 from vlm_r1.data.sample import Sample
 from vlm_r1.eval.metrics import CONVENTIONS, coco_detection_metrics, rec_metrics
 from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.parsing import extract_answer, parse_number
+from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt, stack_prompts
 from vlm_r1.rewards import call_reward, resolve_reward
 from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes
 from vlm_r1.rewards.format import is_strict_format
-from vlm_r1.rewards.parsing import extract_answer, parse_number
 from vlm_r1.rewards.registry import check_data_method
-from vlm_r1.rl.prompts import PreparedPrompt, prepare_prompt, stack_prompts
 
 Generate = Callable[[list[PreparedPrompt]], list[str]]
 

@@ -23,10 +23,7 @@ from typing import Any
 
 import torch
 
-from vlm_r1.rl.prompts import PreparedPrompt
-
-#: Per-prompt tensors the vision encoder reads (Qwen: patches + grid; InternVL: tiles).
-ENCODER_INPUTS = ("pixel_values", "image_grid_thw")
+from vlm_r1.policy.prompts import PreparedPrompt
 
 
 @dataclass
@@ -36,13 +33,6 @@ class PromptImageFeatures:
 
     pooler: list[torch.Tensor] | torch.Tensor
     deepstack: list[list[torch.Tensor]] | None
-
-
-def _units(features: dict[str, torch.Tensor]) -> int:
-    """How many encoder-output entries this prompt contributes (images, or tiles for InternVL)."""
-    if "image_grid_thw" in features:
-        return int(features["image_grid_thw"].shape[0])
-    return int(features["pixel_values"].shape[0]) if "pixel_values" in features else 0
 
 
 def has_images(prompts: Sequence[PreparedPrompt]) -> bool:
@@ -74,9 +64,10 @@ class SharedImageFeatures:
         if not with_images:
             raise ValueError("no prompt in this batch has an image; nothing to encode")
         device = next(model.parameters()).device
-        inputs = {
+        adapter = with_images[0].adapter  # which tensors the encoder reads, and how many
+        inputs = {  # outputs each prompt makes (Qwen: per image; InternVL: per tile)
             key: torch.cat([p.features[key] for p in with_images]).to(device)
-            for key in ENCODER_INPUTS
+            for key in adapter.encoder_inputs
             if key in with_images[0].features
         }
         output = model.get_image_features(**inputs, return_dict=True)
@@ -89,7 +80,7 @@ class SharedImageFeatures:
             if "pixel_values" not in prompt.features:
                 per_prompt.append(None)
                 continue
-            stop = start + _units(prompt.features)
+            stop = start + adapter.encoder_units(prompt.features)
             per_prompt.append(
                 PromptImageFeatures(
                     list(pooler[start:stop]) if tuple_pooler else pooler[start:stop],

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vlm_r1.rl.prompts import PreparedPrompt, stack_prompts
+from vlm_r1.policy.prompts import PreparedPrompt, stack_prompts
 
 #: Tensors the language forward does not need when encoder outputs are passed in.
 REPLACED_INPUTS = ("pixel_values",)
@@ -40,7 +40,7 @@ def completion_logprobs(
     """Log-probs ``[N, T]`` of each row's completion given its prompt (row i <-> prompts[i]).
 
     ``image_features``: precomputed vision encoder outputs for these rows, in transformers'
-    ``mm_encoder_outputs`` form (see ``rl.image_features``); the pixels are then not stacked
+    ``mm_encoder_outputs`` form (see ``policy.image_features``); the pixels are then not stacked
     or encoded again.
     """
     device = next(model.parameters()).device
@@ -92,19 +92,17 @@ def shared_prefix_logprobs(
     gradient back to the one shared prefix), and only the completion tokens run per row.
     The first completion token is scored from the prefix's last position.
 
-    Qwen's 3-D rotary positions continue from the prefix exactly as in the full sequence:
-    text position = (index among attended tokens) + the prefix's ``rope_deltas``.
-    ``image_features``: encoder outputs for ``prompts`` (not per row), see ``rl.image_features``.
+    Positions of the completion tokens come from the family
+    (``VLMAdapter.continuation_positions``: Qwen's 3-D rotary positions continue from the
+    prefix exactly as in the full sequence). ``image_features``: encoder outputs for ``prompts`` (not per row), see ``policy.image_features``.
     """
     device = next(model.parameters()).device
     prefix = _prompt_batch(prompts, pad_token_id, image_features is not None, device)
     if image_features is not None:
         prefix["mm_encoder_outputs"] = image_features
-    inner = _inner_model(model)
-    if hasattr(inner, "rope_deltas"):
-        inner.rope_deltas = None  # never read a previous batch's offsets
+    adapter = prompts[0].adapter
+    adapter.reset_positions(model)  # never read a previous batch's position state
     out = model(**prefix, use_cache=True, logits_to_keep=1)
-    deltas = getattr(inner, "rope_deltas", None)  # set by this forward (Qwen, with images)
     rows = torch.as_tensor(list(row_prompt), device=device)
     cache = out.past_key_values
     if cache is None:  # e.g. gradient checkpointing turns the cache off in training mode
@@ -118,11 +116,7 @@ def shared_prefix_logprobs(
         ],
         dim=1,
     )
-    length = prefix["input_ids"].shape[1]
-    position_ids = None
-    if deltas is not None:
-        text_positions = (mask.long().cumsum(-1) - 1)[:, length:] + deltas.to(device)[rows]
-        position_ids = text_positions.unsqueeze(0).expand(3, -1, -1)
+    position_ids = adapter.continuation_positions(model, mask, prefix["input_ids"].shape[1], rows)
     tail = model(
         input_ids=completion_ids,
         attention_mask=mask,
@@ -134,11 +128,42 @@ def shared_prefix_logprobs(
     return token_logprobs(logits, completion_ids, temperature)
 
 
-def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The ``...Model`` under wrappers (DDP ``module``, PEFT ``base_model.model``) and the head."""
-    while hasattr(model, "module"):
-        model = model.module
-    get_base = getattr(model, "get_base_model", None)
-    if get_base is not None:
-        model = get_base()
-    return getattr(model, "model", model)
+def group_logprobs(
+    model: torch.nn.Module,
+    prompts: Sequence[PreparedPrompt],
+    group_size: int,
+    completion_ids: torch.Tensor,  # [B*G, T]
+    completion_mask: torch.Tensor,  # [B*G, T]
+    rows: range,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    image_features: Any = None,
+    share_prefix: bool = False,
+) -> torch.Tensor:
+    """Log-probs ``[len(rows), T]`` of ``rows`` of a grouped batch, where row r continues
+    ``prompts[r // group_size]``: through :func:`shared_prefix_logprobs` (each prompt once)
+    when ``share_prefix``, else :func:`completion_logprobs`. ``image_features`` is a
+    ``SharedImageFeatures`` of ``prompts`` or None. Both paths give the same numbers
+    (tests/unit/policy/test_image_features.py)."""
+    args = (
+        completion_ids[rows.start : rows.stop],
+        completion_mask[rows.start : rows.stop],
+        pad_token_id,
+        temperature,
+    )
+    groups = [row // group_size for row in rows]
+    if share_prefix:
+        unique = sorted(set(groups))
+        return shared_prefix_logprobs(
+            model,
+            [prompts[u] for u in unique],
+            [unique.index(g) for g in groups],
+            *args,
+            image_features=image_features.for_rows(unique) if image_features is not None else None,
+        )
+    return completion_logprobs(
+        model,
+        [prompts[g] for g in groups],
+        *args,
+        image_features=image_features.for_rows(groups) if image_features is not None else None,
+    )

@@ -23,10 +23,14 @@ from vlm_r1.models.boxes import BoxSpace
 
 @dataclass
 class PreparedPrompt:
+    """One sample as its model family's inputs; ``adapter`` is that family, which says how to
+    read the features (encoder units, continuation positions) in the shared forward paths."""
+
     sample: Sample
     features: dict[str, torch.Tensor]  # one prompt: sequence tensors [1, L], image tensors
     box_space: BoxSpace | None  # of the first image, for box rewards
     image_size: tuple[int, int] | None
+    adapter: VLMAdapter
 
     @property
     def length(self) -> int:
@@ -46,7 +50,7 @@ def prepare_prompt(
     batch = adapter.prepare_inputs(processor, [images], [text])
     features = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     space = adapter.box_space(processor, images[0].size) if images else None
-    return PreparedPrompt(sample, features, space, images[0].size if images else None)
+    return PreparedPrompt(sample, features, space, images[0].size if images else None, adapter)
 
 
 def is_sequence_tensor(value: torch.Tensor, length: int) -> bool:

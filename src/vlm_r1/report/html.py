@@ -12,9 +12,9 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from vlm_r1.models.boxes import BoxSpace, from_model
+from vlm_r1.parsing import extract_answer, parse_boxes
 from vlm_r1.report.plots import plot_runs
 from vlm_r1.rewards.common import gt_boxes
-from vlm_r1.rewards.parsing import extract_answer, parse_boxes
 from vlm_r1.tracking import read_jsonl
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlm_r1.rewards.common import answer_texts, solution_text
-from vlm_r1.rewards.parsing import parse_choice, parse_yes_no
+from vlm_r1.parsing import parse_choice, parse_yes_no, solution_text
+from vlm_r1.rewards.common import answer_texts
 from vlm_r1.rewards.registry import register_reward
 
 

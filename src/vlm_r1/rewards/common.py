@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from vlm_r1.models.boxes import BoxSpace, from_model
-from vlm_r1.rewards.parsing import (
+from vlm_r1.parsing import (
     BoxesParse,
     ParsedBox,
     boxes_from_json,
     extract_answer,
     parse_boxes,
+    solution_text,
 )
 
 
@@ -27,13 +28,6 @@ def ctx_item(ctx: dict[str, Any], key: str, index: int, default: Any = None) -> 
         return values[index]
     except (IndexError, TypeError, KeyError):
         return default
-
-
-def solution_text(solution: Any) -> str:
-    """The gold answer as text: the inside of ``<answer>`` if present (VLM-R1 wraps it)."""
-    text = solution if isinstance(solution, str) else str(solution)
-    inner = extract_answer(text).answer
-    return inner if inner is not None else text.strip()
 
 
 def answer_texts(completions: Sequence[str], require_tag: bool) -> list[str | None]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vlm_r1.parsing import extract_answer
 from vlm_r1.rewards.common import ctx_item, gt_boxes, normalise_label, predicted_boxes
 from vlm_r1.rewards.detection_math import (
     COCO_IOU_THRESHOLDS,
@@ -28,7 +29,6 @@ from vlm_r1.rewards.detection_math import (
     vlmr1_iou_matrix,
     weighted_detection_score,
 )
-from vlm_r1.rewards.parsing import extract_answer
 from vlm_r1.rewards.registry import RewardOutput, register_reward
 
 

@@ -8,9 +8,9 @@ from collections import defaultdict
 from collections.abc import Collection
 from typing import Any
 
-from vlm_r1.rewards.common import answer_texts, ctx_item, solution_text
+from vlm_r1.parsing import parse_choice, parse_number, solution_text
+from vlm_r1.rewards.common import answer_texts, ctx_item
 from vlm_r1.rewards.math import math_equal, numbers_close
-from vlm_r1.rewards.parsing import parse_choice, parse_number
 from vlm_r1.rewards.registry import (
     VLM_R1_METHODS,
     RewardOutput,

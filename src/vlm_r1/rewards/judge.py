@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from vlm_r1.rewards.common import answer_texts, solution_text
-from vlm_r1.rewards.parsing import parse_number
+from vlm_r1.parsing import parse_number, solution_text
+from vlm_r1.rewards.common import answer_texts
 from vlm_r1.rewards.registry import RewardOutput, register_reward
 from vlm_r1.rewards.text import clean_text
 

@@ -6,8 +6,8 @@ import logging
 import threading
 from typing import Any
 
-from vlm_r1.rewards.common import answer_texts, solution_text
-from vlm_r1.rewards.parsing import MAX_ANSWER_CHARS, parse_number
+from vlm_r1.parsing import MAX_ANSWER_CHARS, parse_number, solution_text
+from vlm_r1.rewards.common import answer_texts
 from vlm_r1.rewards.registry import register_reward
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ anything, so a dataset can neither run code nor switch on the (networked, keyed)
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -165,9 +166,12 @@ def get_spec(name: str) -> RewardSpec:
         return RewardSpec(name, _import_custom(name), -math.inf, math.inf, builtin=False)
     key = VLM_R1_METHODS.get(name, name)
     if key not in REWARDS:
+        close = difflib.get_close_matches(name, [*REWARDS, *VLM_R1_METHODS], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise RewardConfigError(
-            f"unknown reward {name!r}; choose one of {', '.join(sorted(REWARDS))}, a VLM-R1 method "
-            f"({', '.join(sorted(VLM_R1_METHODS))}), or 'module:function' / 'file.py:function'"
+            f"unknown reward {name!r}{hint}; choose one of {', '.join(sorted(REWARDS))}, a VLM-R1 "
+            f"method ({', '.join(sorted(VLM_R1_METHODS))}), or 'module:function' / "
+            "'file.py:function'"
         )
     return REWARDS[key]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from vlm_r1.rewards.common import answer_texts, solution_text
-from vlm_r1.rewards.parsing import MAX_ANSWER_CHARS, lenient_json
+from vlm_r1.parsing import MAX_ANSWER_CHARS, lenient_json, solution_text
+from vlm_r1.rewards.common import answer_texts
 from vlm_r1.rewards.registry import register_reward
 
 _PUNCT = re.compile(r"[^\w\s]")

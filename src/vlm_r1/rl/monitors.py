@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from vlm_r1.models.boxes import BoxSpace
+from vlm_r1.parsing import extract_answer, parse_boxes
 from vlm_r1.rewards.box_math import iou_matrix
 from vlm_r1.rewards.common import gt_boxes
 from vlm_r1.rewards.format import is_strict_format
-from vlm_r1.rewards.parsing import extract_answer, parse_boxes
 
 RECHECK_PHRASES = (
     "wait",

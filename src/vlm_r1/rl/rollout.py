@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from vlm_r1.rl.prompts import PreparedPrompt, is_sequence_tensor, stack_prompts
+from vlm_r1.policy.prompts import PreparedPrompt, is_sequence_tensor, stack_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,46 @@ class Rollout:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
 
+    def group_rows(self, keep: torch.Tensor) -> torch.Tensor:
+        """Row indices ``[K*G]`` of the groups flagged in ``keep`` ``[B]`` (bool), in order."""
+        return torch.arange(len(self.texts)).view(-1, self.group_size)[keep].reshape(-1)
+
+    def select_groups(self, keep: torch.Tensor) -> Rollout:
+        """The groups flagged in ``keep`` ``[B]`` (bool), every field alike."""
+        rows = self.group_rows(keep)
+        return Rollout(
+            [p for p, k in zip(self.prompts, keep.tolist(), strict=True) if k],
+            self.group_size,
+            self.completion_ids[rows],
+            self.completion_mask[rows],
+            [self.texts[i] for i in rows.tolist()],
+            self.truncated[rows],
+        )
+
+    @classmethod
+    def cat(cls, parts: Sequence[Rollout]) -> Rollout:
+        """One rollout from several (e.g. sampling rounds), completions right-padded to the
+        longest; the mask marks the padding, so it is never scored."""
+        width = max(p.completion_ids.shape[1] for p in parts)
+
+        def padded(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+        return cls(
+            [prompt for p in parts for prompt in p.prompts],
+            parts[0].group_size,
+            torch.cat([padded(p.completion_ids) for p in parts]),
+            torch.cat([padded(p.completion_mask) for p in parts]),
+            [t for p in parts for t in p.texts],
+            torch.cat([p.truncated for p in parts]),
+        )
+
+    def first_groups(self, count: int) -> Rollout:
+        """The first ``count`` groups."""
+        keep = torch.zeros(len(self.prompts), dtype=torch.bool)
+        keep[:count] = True
+        return self.select_groups(keep)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -46,6 +86,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    greedy: bool = False  # argmax decoding (evaluation); temperature/top_p/top_k are then unused
 
 
 class RolloutBackend(Protocol):
@@ -121,7 +162,8 @@ class HFRollout:
         self.suppress_token_ids = list(suppress_token_ids) or None
         self.shared_prefill = shared_prefill
 
-    def _sampling_kwargs(self, params: SamplingParams, do_sample: bool) -> dict[str, Any]:
+    def _sampling_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        do_sample = not params.greedy
         kwargs: dict[str, Any] = dict(
             do_sample=do_sample,
             max_new_tokens=params.max_new_tokens,
@@ -141,10 +183,9 @@ class HFRollout:
         features: dict[str, torch.Tensor],
         seed: int,
         params: SamplingParams,
-        do_sample: bool = True,
     ) -> torch.Tensor:
         """``[G, T]`` new tokens for one prompt."""
-        kwargs = self._sampling_kwargs(params, do_sample)
+        kwargs = self._sampling_kwargs(params)
         features = {k: v.to(model.device) for k, v in features.items()}
         length = int(features["input_ids"].shape[1])
         if self.shared_prefill:

@@ -29,7 +29,7 @@ import torch
 from vlm_r1.config import ConfigError
 from vlm_r1.data.jsonl import load_sample_images
 from vlm_r1.models.adapter import VLMAdapter
-from vlm_r1.rl.prompts import PreparedPrompt
+from vlm_r1.policy.prompts import PreparedPrompt
 from vlm_r1.rl.rollout import Rollout, SamplingParams, assemble_rollout
 
 logger = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ def sampling_params_for(
     """vLLM ``SamplingParams`` for one prompt's group: n=G, seeded per prompt like the HF backend."""
     return vllm_module.SamplingParams(
         n=params.num_generations,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k if params.top_k > 0 else -1,
+        # vLLM decodes greedily at temperature 0.
+        temperature=0.0 if params.greedy else params.temperature,
+        top_p=1.0 if params.greedy else params.top_p,
+        top_k=params.top_k if params.top_k > 0 and not params.greedy else -1,
         max_tokens=params.max_new_tokens,
         seed=seed,
         stop_token_ids=list(eos_token_ids),

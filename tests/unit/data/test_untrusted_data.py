@@ -13,10 +13,10 @@ from vlm_r1.data import images as image_module
 from vlm_r1.data import jsonl
 from vlm_r1.data.images import ImageError, image_size, load_image
 from vlm_r1.data.jsonl import DataError, load_sample_images, read_samples
+from vlm_r1.data.loading import load_training_samples
 from vlm_r1.data.sample import Sample
 from vlm_r1.eval.runner import _score_task, load_eval_samples
 from vlm_r1.rewards import RewardConfigError, registry
-from vlm_r1.rl.trainer import load_training_samples
 
 QA = {
     "id": 1,

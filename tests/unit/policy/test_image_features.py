@@ -7,9 +7,9 @@ import torch
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import family_names, load_model
-from vlm_r1.rl.image_features import SharedImageFeatures
-from vlm_r1.rl.logprobs import completion_logprobs, shared_prefix_logprobs
-from vlm_r1.rl.prompts import prepare_prompt
+from vlm_r1.policy.image_features import SharedImageFeatures
+from vlm_r1.policy.logprobs import completion_logprobs, shared_prefix_logprobs
+from vlm_r1.policy.prompts import prepare_prompt
 
 G = 3
 

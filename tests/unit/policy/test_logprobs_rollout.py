@@ -4,8 +4,8 @@ import torch
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import family_names, load_model
-from vlm_r1.rl.logprobs import completion_logprobs, token_logprobs
-from vlm_r1.rl.prompts import prepare_prompt, stack_prompts
+from vlm_r1.policy.logprobs import completion_logprobs, token_logprobs
+from vlm_r1.policy.prompts import prepare_prompt, stack_prompts
 from vlm_r1.rl.rollout import HFRollout, SamplingParams, completion_mask
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from vlm_r1.rl.sampling import PromptSampler
+from vlm_r1.policy.sampling import PromptSampler
 
 
 def test_ranks_partition_each_step_and_resume_continues():

@@ -7,7 +7,7 @@ import torch
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import family_names, load_model
-from vlm_r1.rl.prompts import prepare_prompt
+from vlm_r1.policy.prompts import prepare_prompt
 from vlm_r1.rl.rollout import HFRollout, SamplingParams
 
 
@@ -34,11 +34,12 @@ def test_shared_prefill_matches_plain_generation(family, tiny_path, samples):
         processor, eos, tok.pad_token_id, adapter.forbidden_token_ids(tok), shared_prefill=False
     )
     params = SamplingParams(num_generations=4, max_new_tokens=12)
+    greedy = SamplingParams(num_generations=4, max_new_tokens=12, greedy=True)
     with torch.no_grad():
         for sample in samples:
             features = prepare_prompt(adapter, processor, sample).features
-            greedy_shared = shared.generate_group(model, features, 0, params, do_sample=False)
-            greedy_plain = plain.generate_group(model, features, 0, params, do_sample=False)
+            greedy_shared = shared.generate_group(model, features, 0, greedy)
+            greedy_plain = plain.generate_group(model, features, 0, greedy)
             assert shared.shared_prefill, "shared prefill fell back to the plain path"
             assert torch.equal(greedy_shared, greedy_plain)
             sampled_shared = shared.generate_group(model, features, 7, params)

@@ -12,8 +12,8 @@ import torch
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import load_model
+from vlm_r1.policy.prompts import prepare_prompt
 from vlm_r1.rl import vllm_rollout
-from vlm_r1.rl.prompts import prepare_prompt
 from vlm_r1.rl.rollout import SamplingParams
 from vlm_r1.rl.vllm_rollout import (
     VLLMRollout,

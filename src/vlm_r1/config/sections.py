@@ -1,0 +1,275 @@
+"""Typed configuration: one dataclass per concern, YAML recipes, dotted CLI overrides.
+
+Every field is documented once, here, and carries its own rule: a ``Literal`` type lists the
+choices, a ``Bounds`` annotation the allowed range, and every number must be finite.
+``load_config("configs/grpo_rec.yaml", ["algo.beta=0"])`` returns a validated ``TrainConfig``;
+a wrong key or value raises ``ConfigError`` naming the key and what is allowed, before any model
+is loaded. Defaults follow the VLM-R1 REC recipe (G = 8, beta = 0.04, lr = 1e-6, ...); the
+shipped tiny configs scale them to a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from vlm_r1.config.rules import (
+    Bounds,
+    ConfigError,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    Seed,
+    UnitOpen,
+    check_fields,
+)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights (the reference model is then the base model
+    with adapters disabled, so no second copy is kept in memory)."""
+    r: PositiveInt = 64
+    """LoRA rank (VLM-R1's LoRA recipe: 64)."""
+    alpha: PositiveInt = 128
+    """LoRA scaling alpha (VLM-R1: 128)."""
+    dropout: Fraction = 0.05
+    """Dropout on the LoRA path (VLM-R1: 0.05)."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; default: the family's language-model linears (never the vision tower)."""
+    save_merged: bool = False
+    """Also write a merged full checkpoint next to the adapter at each save."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """A local checkpoint folder or a hub id."""
+    family: str | None = None
+    """Model family (qwen2_vl, qwen2_5_vl, qwen3_vl, internvl); detected from the checkpoint if unset."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "sdpa"
+    """eager, sdpa, flash_attention_2 (needs flash-attn + CUDA) or flash_attention_3."""
+    freeze_vision: bool = False
+    """Freeze the vision tower and its merger/projector (VLM-R1's freeze_vision_modules)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    min_pixels: PositiveInt | None = None
+    """Processor lower bound on image pixels (Qwen families), e.g. 3136."""
+    max_pixels: PositiveInt | None = None
+    """Processor upper bound on image pixels (Qwen families), e.g. 12845056 in VLM-R1."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("model.path is required: a checkpoint folder or a hub id")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ConfigError(
+                f"model.min_pixels={self.min_pixels} is larger than model.max_pixels={self.max_pixels}"
+            )
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    """Training data: VLM-R1 JSONL/JSON files, several joined with ':'."""
+    image_folders: str | None = None
+    """Image folders matching ``train`` (':'-joined); default: each data file's own folder."""
+    reward_methods: str | None = None
+    """Per-file accu_reward_method (':'-joined); a row's own method wins."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """raise: stop at the first bad row (file:line:field); skip: skip bad rows and count them."""
+    check_images: Literal["none", "exists", "header"] = "header"
+    """none, exists (path only) or header (also open each image's header) when reading rows."""
+    max_samples: PositiveInt | None = None
+    """Use only the first N rows (quick experiments)."""
+    shuffle: bool = True
+    """Shuffle prompts each epoch (seeded, identical on every rank)."""
+    max_image_pixels: PositiveInt = 64_000_000
+    """Images with more pixels (width x height, read from the file header before decoding) are
+    bad data: an error, or skipped with ``on_error=skip``. Guards against decompression bombs."""
+    max_text_chars: PositiveInt = 100_000
+    """Questions and answers longer than this many characters are bad data, rejected before
+    tokenising (``rollout.max_prompt_length`` then limits the tokenised prompt)."""
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError(
+                "data.train is required: a VLM-R1 JSONL file (or several joined with ':')"
+            )
+
+
+@dataclass
+class RewardTerm:
+    name: str = "accuracy"
+    """A reward name (see ``vlm_r1.rewards``), a VLM-R1 method name, or 'module:function'."""
+    weight: float = 1.0
+    """Weight of this reward in the total (negative: a penalty)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments bound to the reward function (e.g. {threshold: 0.5})."""
+
+
+def _default_rewards() -> list[RewardTerm]:
+    return [RewardTerm("accuracy", 1.0, {"method": "rec_iou"}), RewardTerm("format", 1.0)]
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["hf", "vllm"] = "hf"
+    """Generation backend: hf (transformers generate) or vllm (colocated vLLM engine, GPU only,
+    ``pip install 'vlm-r1[vllm]'``). Backends implement ``RolloutBackend``."""
+    vllm_gpu_memory_utilization: UnitOpen = 0.3
+    """Share of GPU memory the colocated vLLM engine may take (the rest is for training)."""
+    vllm_max_model_len: PositiveInt | None = None
+    """vLLM context length (prompt + completion); None = the model's own limit."""
+    num_generations: Annotated[int, Bounds(2)] = 8
+    """G: completions sampled per prompt (one group; >= 2, a group needs a spread)."""
+    temperature: Positive = 1.0
+    """Sampling temperature (also applied to the log-probs, as the sampler saw them)."""
+    top_p: Annotated[float, Bounds(0, 1, low_open=True)] = 1.0
+    """Nucleus sampling threshold."""
+    top_k: NonNegativeInt = 0
+    """Top-k sampling (0 = off)."""
+    max_prompt_length: PositiveInt | None = None
+    """Prompts (image tokens included) longer than this are skipped and counted; None = no limit."""
+    max_completion_length: PositiveInt = 1024
+    """Maximum generated tokens per completion."""
+
+
+@dataclass
+class AlgoConfig:
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "gspo"] = "grpo"
+    """grpo (per-sequence mean), bnpo (token mean per micro-batch), dr_grpo (constant
+    normaliser), dapo (token mean over the whole batch) or gspo (sequence-level ratio)."""
+    beta: NonNegative = 0.04
+    """KL coefficient (k3 estimator) to the reference model; 0 loads no reference model."""
+    epsilon_low: UnitOpen = 0.2
+    """Lower clip range: ratios below 1 - epsilon_low are clipped."""
+    epsilon_high: Positive | None = None
+    """Upper clip range (clip-higher, DAPO); defaults to epsilon_low."""
+    num_iterations: PositiveInt = 1
+    """mu: optimiser updates per rollout batch (old log-probs are stored for mu > 1)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantage scaling: group ((r - mean) / std per group), batch (std over the batch) or none (Dr. GRPO)."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal and top up with new prompts (DAPO)."""
+    max_resample_rounds: NonNegativeInt = 3
+    """Cap on top-up rounds per step with dynamic sampling."""
+    mask_truncated: bool = False
+    """Overlong filtering: completions that hit max_completion_length get no loss."""
+    kl_clamp: Positive = 10.0
+    """Above this value of log(ref/policy) the k3 KL continues linearly, so exp() cannot
+    overflow and the gradient stays non-zero (below it the KL is exact)."""
+    kl_bias_correction: bool = False
+    """Multiply the k3 KL by the importance ratio pi/pi_old (TRL's use_bias_correction_kl,
+    DeepSeek-V3.2): an unbiased KL gradient when mu > 1. Off matches VLM-R1."""
+
+    def validate(self) -> None:
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon_low
+
+
+@dataclass
+class OptimConfig:
+    prompts_per_step: PositiveInt = 16
+    """Prompts per optimiser step across all processes (VLM-R1 REC: 16 x G=8 = 128 completions)."""
+    micro_batch_size: PositiveInt = 8
+    """Completions per forward/backward pass; gradients accumulate over the step."""
+    learning_rate: NonNegative = 1e-6
+    """AdamW learning rate (VLM-R1: 1e-6)."""
+    weight_decay: NonNegative = 0.0
+    """AdamW decoupled weight decay."""
+    adam_beta1: Fraction = 0.9
+    """AdamW first-moment decay, in [0, 1)."""
+    adam_beta2: Fraction = 0.999
+    """AdamW second-moment decay, in [0, 1)."""
+    warmup_steps: NonNegativeInt = 0
+    """Linear warmup steps."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule after warmup: constant or cosine."""
+    max_grad_norm: NonNegative = 1.0
+    """Gradient clipping norm (0 = off)."""
+    max_steps: PositiveInt = 600
+    """Optimiser steps to run."""
+
+
+@dataclass
+class CheckpointConfig:
+    output_dir: str = "out/grpo"
+    """Run folder: checkpoints, logs, rollouts."""
+    save_steps: PositiveInt = 100
+    """Save every N optimiser steps (and at the end); with num_iterations > 1, at the end of the
+    rollout batch that reaches the step, so resume never loses a half-used batch."""
+    keep_last: NonNegativeInt = 2
+    """Checkpoints to keep (oldest are deleted; 0 keeps all). Keep 2 or more so that resume can
+    fall back to the previous checkpoint when the newest one is damaged."""
+    resume: str = "none"
+    """none: start a new run (an error if output_dir already holds one, unless ``overwrite``);
+    auto (``--resume``): continue from the newest complete checkpoint in output_dir, or start
+    if there is none; or the path of one checkpoint folder."""
+    overwrite: bool = False
+    """With resume=none, delete the run already in output_dir (checkpoints, final/, metrics,
+    rollouts, logs) and start afresh (``--overwrite``)."""
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ConfigError("checkpoint.output_dir is required")
+        if self.overwrite and self.resume != "none":
+            raise ConfigError(
+                f"checkpoint.overwrite=true and checkpoint.resume={self.resume!r} contradict "
+                "each other: overwrite starts afresh, resume continues"
+            )
+
+
+@dataclass
+class LoggingConfig:
+    log_steps: PositiveInt = 1
+    """Log metrics every N steps."""
+    report_to: Literal["tensorboard", "wandb", "trackio", "none"] = "tensorboard"
+    """tensorboard, wandb, trackio or none (through accelerate's trackers)."""
+    rollout_log_steps: NonNegativeInt = 10
+    """Write sampled rollouts to rollouts/step_XXXX.jsonl every N steps (0 = never)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class SpeedConfig:
+    """Ways of not repeating work across a group's G completions (results are unchanged)."""
+
+    shared_prefill: bool = True
+    """Generation: encode the image and prefill the prompt once per group, then expand the
+    KV cache G times (families that cannot fall back to repeating the prompt, with a log line)."""
+    share_image_features: bool = True
+    """Training forwards: encode each prompt's images once per step and hand the features to its
+    G rows (frozen vision tower: once per rollout batch, reused by policy, old and reference)."""
+    share_prompt_prefix: bool = True
+    """Training forwards: run each prompt (image tokens included) once per micro-batch and only
+    the completions per row, from the prompt's KV cache (single-process runs)."""
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: list[RewardTerm] = field(default_factory=_default_rewards)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    seed: Seed = 0
+    """Seed for data order, sampling and initialisation."""
+
+    def validate(self) -> TrainConfig:
+        """Check every value now, before any model is loaded. (Reward names are resolved by
+        the reward registry when training starts, still before the model loads.)"""
+        check_fields(self)
+        if not self.rewards:
+            raise ConfigError("rewards is empty: give at least one reward, e.g. [{name: accuracy}]")
+        return self

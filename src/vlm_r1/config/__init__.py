@@ -1,12 +1,6 @@
-"""Typed configuration: one dataclass per concern, YAML recipes, dotted CLI overrides.
-
-Every field is documented once, here, and carries its own rule: a ``Literal`` type lists the
-choices, a ``Bounds`` annotation the allowed range, and every number must be finite.
-``load_config("configs/grpo_rec.yaml", ["algo.beta=0"])`` returns a validated ``TrainConfig``;
-a wrong key or value raises ``ConfigError`` naming the key and what is allowed, before any model
-is loaded. Defaults follow the VLM-R1 REC recipe (G = 8, beta = 0.04, lr = 1e-6, ...); the
-shipped tiny configs scale them to a CPU.
-"""
+"""Typed configuration: the sections (``sections.py``), the rule every field carries and the
+walk that checks them (``rules.py``), and YAML recipes with dotted overrides (``loading.py``).
+``from vlm_r1.config import TrainConfig, load_config`` is the public surface."""
 
 from vlm_r1.config.loading import load_config, to_dict
 from vlm_r1.config.rules import (

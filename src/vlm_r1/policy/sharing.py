@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from vlm_r1.config import SpeedConfig
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,9 +24,9 @@ class SharingPlan:
 
 
 def sharing_plan(
-    speed: object, num_processes: int, vision_trains: bool, gradient_checkpointing: bool
+    speed: SpeedConfig, num_processes: int, vision_trains: bool, gradient_checkpointing: bool
 ) -> SharingPlan:
-    """The paths ``speed`` (a ``SpeedConfig``) asks for, minus those this run cannot take.
+    """The paths ``speed`` asks for, minus those this run cannot take.
 
     * A training vision tower under multi-process DDP gets its gradients all-reduced only for
       parameters used inside the wrapped forward; encoding outside it would leave them
@@ -33,7 +35,7 @@ def sharing_plan(
       wrappers do not allow before one backward; and checkpointed layers return no KV cache in
       training mode. Those runs keep one forward over whole sequences.
     """
-    share_features = bool(getattr(speed, "share_image_features", False))
+    share_features = speed.share_image_features
     if share_features and vision_trains and num_processes > 1:
         logger.info(
             "speed.share_image_features: the vision tower trains on %d processes, so images "
@@ -41,7 +43,7 @@ def sharing_plan(
             num_processes,
         )
         share_features = False
-    share_prefix = bool(getattr(speed, "share_prompt_prefix", False))
+    share_prefix = speed.share_prompt_prefix
     if share_prefix and num_processes > 1:
         logger.info(
             "speed.share_prompt_prefix applies to single-process runs; with %d processes "

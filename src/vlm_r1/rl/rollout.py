@@ -72,12 +72,6 @@ class Rollout:
             torch.cat([p.truncated for p in parts]),
         )
 
-    def first_groups(self, count: int) -> Rollout:
-        """The first ``count`` groups."""
-        keep = torch.zeros(len(self.prompts), dtype=torch.bool)
-        keep[:count] = True
-        return self.select_groups(keep)
-
 
 @dataclass(frozen=True)
 class SamplingParams:

@@ -26,6 +26,13 @@ from vlm_r1.errors import UserFacingError
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+#: Where each engine keeps optimizer state (``trainer_state.json``'s ``launch.engine`` says which).
+OPTIMIZER_FILES = {
+    "replicated": "optimizer.pt",  # one file, written by the main process
+    "fsdp2": "optimizer",  # torch.distributed.checkpoint folder, a shard per process
+    "deepspeed": "deepspeed",  # DeepSpeed's own checkpoint folder (module, ZeRO partitions)
+}
+DEEPSPEED_TAG = "state"
 
 
 class CheckpointError(UserFacingError, OSError):
@@ -115,11 +122,8 @@ def write_rank_state(stage: Path, rank: int) -> None:
     torch.save(rng_state(), stage / f"rng_state_rank{rank}.pt")
 
 
-def write_training_state(
-    stage: Path, optimizer: Any, scheduler: Any, state: dict[str, Any]
-) -> None:
-    torch.save(optimizer.state_dict(), stage / "optimizer.pt")
-    torch.save(scheduler.state_dict(), stage / "scheduler.pt")
+def write_state(stage: Path, state: dict[str, Any]) -> None:
+    """The trainer state, written last by the main process: marks the content complete."""
     with open(stage / STATE_FILE, "w") as handle:  # written last: marks the content complete
         json.dump(state, handle, indent=2)
         handle.flush()
@@ -157,9 +161,8 @@ def load_tensors(file: Path) -> Any:
         raise CheckpointError(file, f"cannot be loaded ({type(err).__name__}: {err})") from err
 
 
-def load_training_state(path: Path, optimizer: Any, scheduler: Any, rank: int) -> None:
-    optimizer.load_state_dict(load_tensors(path / "optimizer.pt"))
-    scheduler.load_state_dict(load_tensors(path / "scheduler.pt"))
+def load_rank_state(path: Path, rank: int) -> None:
+    """This process's RNG states, if the checkpoint has them."""
     rng_file = path / f"rng_state_rank{rank}.pt"
     if rng_file.is_file():
         set_rng_state(load_tensors(rng_file))
@@ -176,9 +179,22 @@ def verify(path: Path) -> None:
     """
     if not path.is_dir():
         raise CheckpointError(path, "no such checkpoint folder")
-    read_state(path)
-    for name in ("optimizer.pt", "scheduler.pt"):
-        _verify_zip(path / name)
+    state = read_state(path)
+    engine = state.get("launch", {}).get("engine", "replicated")
+    optimizer = path / OPTIMIZER_FILES.get(engine, "optimizer.pt")
+    if engine == "fsdp2":
+        if not (optimizer / ".metadata").is_file():
+            raise CheckpointError(optimizer / ".metadata", "missing")
+    elif engine == "deepspeed":
+        shards = sorted((optimizer / DEEPSPEED_TAG).glob("*optim_states.pt"))
+        if not shards:
+            raise CheckpointError(optimizer / DEEPSPEED_TAG, "no ZeRO optimizer states")
+        for file in shards:
+            _verify_zip(file)
+    else:
+        _verify_zip(optimizer)
+    if engine != "deepspeed":
+        _verify_zip(path / "scheduler.pt")
     for file in sorted(path.glob("rng_state_rank*.pt")):
         _verify_zip(file)
     weights = sorted((path / "model").rglob("*.safetensors"))

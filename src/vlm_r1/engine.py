@@ -8,7 +8,6 @@ the same layout (see ``checkpoint.py``).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -32,6 +31,8 @@ from vlm_r1.config import (
     ModelConfig,
     OptimConfig,
 )
+from vlm_r1.distributed import make_parallelism, requested_engine
+from vlm_r1.distributed.parallelism import held_fraction
 from vlm_r1.errors import TrainingInterrupted
 from vlm_r1.models import load_model
 from vlm_r1.tracking import MetricsWriter, drop_history_after, tracker_name
@@ -52,16 +53,19 @@ class EngineConfig:
 
 class Engine:
     def __init__(self, config: EngineConfig):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config
         self.output_dir = Path(config.checkpoint.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         tracker = tracker_name(config.logging.report_to)
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(), log_with=tracker, project_dir=str(self.output_dir)
+        # The engine asked for (accelerate launch's environment) is the one that runs, or a
+        # ConfigError says why not; the run records which one it is.
+        self.parallel = make_parallelism(
+            requested_engine(), config.optim.max_grad_norm, tracker, str(self.output_dir)
         )
+        self.accelerator = self.parallel.accelerator
+        config.full_config = {**config.full_config, "launch": self.parallel.record.as_dict()}
         # Before the model loads: refuse a wrong start/resume in seconds, not minutes.
         self.plan = run_folder.plan_run(config.checkpoint, config.full_config)
         processes = self.accelerator.num_processes
@@ -70,39 +74,29 @@ class Engine:
                 f"optim.prompts_per_step={config.optim.prompts_per_step} cannot be split evenly "
                 f"over {processes} processes"
             )
-        if self.accelerator.is_main_process and config.checkpoint.overwrite:
-            run_folder.clear_run(self.output_dir)
+        if self.accelerator.is_main_process:
+            logger.info("engine: %s", self.parallel.record.describe())
+            if config.checkpoint.overwrite:
+                run_folder.clear_run(self.output_dir)
         self.accelerator.wait_for_everyone()
         set_seed(config.seed)
-        m = config.model
-        self.adapter, model, self.processor = load_model(
-            m.path,
-            m.family,
-            dtype=m.dtype,
-            attn_implementation=m.attn_implementation,
-            min_pixels=m.min_pixels,
-            max_pixels=m.max_pixels,
-        )
+        self.adapter, model, self.processor = self._load_base()
         tokenizer = self.processor.tokenizer
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self.ref_model = (
-            self._reference(model) if config.keep_reference and not m.lora.enabled else None
+            self.parallel.reference(model, lambda: self._load_base()[1])
+            if config.keep_reference and not config.model.lora.enabled
+            else None
         )
-        model = self._trainable(model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        o = config.optim
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=o.learning_rate,
-            weight_decay=o.weight_decay,
-            betas=(o.adam_beta1, o.adam_beta2),
+        self.model, self.optimizer, self.scheduler = self.parallel.prepare(
+            self._trainable(model), self._make_optimizer, self._make_scheduler
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
-            model, optimizer, scheduler
-        )
+        if self.accelerator.is_main_process and self.parallel.shards_parameters:
+            logger.info(
+                "parameters held by each process: %.0f%%", 100 * held_fraction(self.unwrapped())
+            )
         if tracker:
             self.accelerator.init_trackers("vlm-r1", config=_flat(config.full_config))
         self.metrics = MetricsWriter(
@@ -113,6 +107,29 @@ class Engine:
             (self.output_dir / run_folder.CONFIG_FILE).write_text(
                 json.dumps(config.full_config, indent=2)
             )
+
+    def _load_base(self) -> tuple[Any, torch.nn.Module, Any]:
+        m = self.config.model
+        return load_model(
+            m.path,
+            m.family,
+            dtype=m.dtype,
+            attn_implementation=m.attn_implementation,
+            min_pixels=m.min_pixels,
+            max_pixels=m.max_pixels,
+        )
+
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        o = self.config.optim
+        return torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=o.learning_rate,
+            weight_decay=o.weight_decay,
+            betas=(o.adam_beta1, o.adam_beta2),
+        )
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda)
 
     # --------------------------------------------------------------------------- model
     def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -142,13 +159,6 @@ class Engine:
         model.train()
         return model
 
-    def _reference(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A frozen copy of the initial policy (with LoRA, the base model with adapters off is used)."""
-        ref = copy.deepcopy(model).eval()
-        for param in ref.parameters():
-            param.requires_grad_(False)
-        return ref.to(self.accelerator.device)
-
     @contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
         """The reference policy for the KL term: the frozen copy, or the LoRA model with adapters off."""
@@ -163,19 +173,11 @@ class Engine:
 
     @contextmanager
     def for_generation(self) -> Iterator[torch.nn.Module]:
-        """The unwrapped model with full weights for ``generate``.
-
-        Under DeepSpeed ZeRO-3 parameters are sharded across ranks; they are gathered for the
-        duration of generation (as TRL does), so each rank generates on its own schedule.
-        """
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        if plugin is not None and plugin.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
-                yield self.unwrapped()
-        else:
-            yield self.unwrapped()
+        """The policy with every parameter resident, for ``generate(synced_gpus=False)``:
+        gathered under ZeRO-3, unsharded under FSDP2, so each process generates on its own
+        schedule (different lengths, different prompt counts) without waiting on the others."""
+        with self.parallel.for_generation(self.model) as model:
+            yield model
 
     # ----------------------------------------------------------------------- optimiser
     def _lr_lambda(self, step: int) -> float:
@@ -187,24 +189,28 @@ class Engine:
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         return 1.0
 
+    def micro_batch(self, last: bool) -> Any:
+        """Context for one micro-batch's forward and backward (DDP synchronises on the last)."""
+        return self.parallel.micro_batch(self.model, last)
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Back-propagate one micro-batch's loss, already normalised over the whole step."""
+        self.parallel.backward(self.model, loss, last)
+
     def optimizer_step(self) -> tuple[float, bool]:
         """Clip, then step if the gradient is finite; returns ``(grad_norm, stepped)``.
 
         Gradients are already averaged over processes, so every process sees the same norm and
         makes the same skip decision.
         """
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        norm = float(
-            self.accelerator.clip_grad_norm_(
-                params, self.config.optim.max_grad_norm or float("inf")
-            )
+        return self.parallel.step(
+            self.model, self.optimizer, self.scheduler, self.config.optim.max_grad_norm
         )
-        stepped = math.isfinite(norm)
-        if stepped:
-            self.optimizer.step()
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm, stepped
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimiser steps taken in this run, resumed runs included (skipped steps excluded)."""
+        return self.parallel.optimizer_steps
 
     # ---------------------------------------------------------------------- reductions
     def all_ranks_min(self, value: int) -> int:
@@ -233,14 +239,21 @@ class Engine:
 
     # --------------------------------------------------------------------- checkpoints
     def save(self, step: int, state: dict[str, Any], final: bool = False) -> Path | None:
-        """Write ``checkpoint-<step>`` atomically (every rank writes its RNG state)."""
+        """Write ``checkpoint-<step>`` atomically.
+
+        Every process joins the collectives (the full state dict, sharded optimizer state) and
+        writes its RNG state; the main process writes the shared files and commits.
+        """
         acc = self.accelerator
         acc.wait_for_everyone()
         stage = ckpt.staging_dir(self.output_dir, step)
         if acc.is_main_process:
             ckpt.begin(self.output_dir, step)
-            self._save_model(stage / "model")
         acc.wait_for_everyone()
+        weights = self.parallel.full_state_dict(self.model)
+        if acc.is_main_process:
+            self._save_model(stage / "model", weights)
+        self.parallel.save_optimizer(stage, self.model, self.optimizer, self.scheduler)
         ckpt.write_rank_state(stage, acc.process_index)
         acc.wait_for_everyone()
         path = None
@@ -249,39 +262,48 @@ class Engine:
                 **state,
                 "step": step,
                 "world_size": acc.num_processes,
+                "launch": self.parallel.record.as_dict(),
+                "optimizer_steps": self.optimizer_steps,
                 "lora": self.config.model.lora.enabled,
             }
             (stage / run_folder.CONFIG_FILE).write_text(
                 json.dumps(self.config.full_config, indent=2)
             )
-            ckpt.write_training_state(stage, self.optimizer, self.scheduler, full_state)
+            ckpt.write_state(stage, full_state)
             path = ckpt.commit(self.output_dir, step, self.config.checkpoint.keep_last)
             if final:
-                self._save_final(self.output_dir / "final")
+                self._save_final(self.output_dir / "final", weights)
         acc.wait_for_everyone()
         return path
 
-    def _save_model(self, folder: Path) -> None:
-        self.unwrapped().save_pretrained(
-            folder, state_dict=self.accelerator.get_state_dict(self.model)
-        )
+    def _save_model(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        self.unwrapped().save_pretrained(folder, state_dict=weights)
         self.processor.save_pretrained(folder)
         if self.config.model.lora.enabled and self.config.model.lora.save_merged:
-            self._save_merged(folder / "merged")
+            self._save_merged(folder / "merged", weights)
 
-    def _save_merged(self, folder: Path) -> None:
-        merged = copy.deepcopy(self.unwrapped()).merge_and_unload()
-        merged.save_pretrained(folder)
+    def _save_merged(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        """The base model with the trained adapter merged in (a plain HF checkpoint).
+
+        Built from a fresh load of the base on this process, not from the live model, whose
+        parameters may be sharded over processes."""
+        from peft import get_peft_model
+
+        with self.parallel.local_load():
+            base = self._load_base()[1]
+        merged = get_peft_model(base, self.unwrapped().peft_config["default"])
+        merged.load_state_dict(weights, strict=True)
+        merged.merge_and_unload().save_pretrained(folder)
         self.processor.save_pretrained(folder)
 
-    def _save_final(self, folder: Path) -> None:
+    def _save_final(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
         """A plain checkpoint that ``AutoModelForImageTextToText.from_pretrained`` loads (LoRA merged)."""
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         if self.config.model.lora.enabled:
-            self._save_merged(tmp)
+            self._save_merged(tmp, weights)
         else:
-            self._save_model(tmp)
+            self._save_model(tmp, weights)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
 
@@ -297,10 +319,11 @@ class Engine:
                 self._drop_history_after(0)  # killed before its first checkpoint
             return None
         state = ckpt.read_state(path)
-        self._load_weights(path / "model")
-        ckpt.load_training_state(
-            path, self.optimizer, self.scheduler, self.accelerator.process_index
-        )
+        if not self.parallel.optimizer_state_holds_weights:
+            self._load_weights(path / "model")
+        self.parallel.load_optimizer(path, self.model, self.optimizer, self.scheduler)
+        ckpt.load_rank_state(path, self.accelerator.process_index)
+        self.parallel.optimizer_steps = int(state.get("optimizer_steps", state["step"]))
         self._drop_history_after(int(state["step"]))
         if self.accelerator.is_main_process:
             logger.warning("resumed from %s at step %d", path, state["step"])
@@ -318,19 +341,18 @@ class Engine:
 
         model = self.unwrapped()
         if self.config.model.lora.enabled:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+            self.parallel.load_adapter(model, load_file(folder / "adapter_model.safetensors"))
             return
         from transformers import AutoModelForImageTextToText
 
         try:
-            saved = AutoModelForImageTextToText.from_pretrained(
-                folder, dtype=next(model.parameters()).dtype
-            )
+            with self.parallel.local_load():
+                saved = AutoModelForImageTextToText.from_pretrained(
+                    folder, dtype=next(model.parameters()).dtype
+                )
         except (OSError, ValueError) as err:
             raise ckpt.CheckpointError(folder, f"the model cannot be loaded ({err})") from err
-        model.load_state_dict(saved.state_dict(), strict=True)
+        self.parallel.load_weights(model, saved.state_dict())
 
     def cleanup(self) -> None:
         self.accelerator.end_training()

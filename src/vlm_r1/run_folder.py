@@ -97,6 +97,8 @@ def plan_run(checkpoint_config: Any, config: dict[str, Any]) -> RunPlan:
     if path is None:
         return RunPlan(None, [])
     saved = _saved_config(path, folder)
+    if saved is not None and "launch" not in saved:  # written before runs recorded their engine
+        config = {k: v for k, v in config.items() if k != "launch"}
     changes = config_changes(saved, config) if saved is not None else []
     refused = [c for c in changes if not _may_change(c[0])]
     if refused:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,16 +188,14 @@ class SFTTrainer:
         starts = list(range(0, len(prompts), size))
         for k, start in enumerate(starts):
             rows = slice(start, start + size)
-            context = (
-                engine.accelerator.no_sync(engine.model) if k < len(starts) - 1 else nullcontext()
-            )
-            with context:
+            last = k == len(starts) - 1
+            with engine.micro_batch(last):
                 logps = completion_logprobs(
                     engine.model, prompts[rows], ids[rows], mask[rows], engine.pad_token_id
                 )
                 m = mask[rows].to(logps.device).float()
                 loss = -(logps * m).sum() / total_tokens  # token mean over the whole step
-                engine.accelerator.backward(loss)
+                engine.backward(loss, last)
             loss_total += loss.detach().cpu()
             correct += (
                 ((logps.detach() > -0.6931).float() * m).sum().cpu()
@@ -210,6 +207,7 @@ class SFTTrainer:
             "grad_norm": grad_norm,
             "learning_rate": engine.scheduler.get_last_lr()[0],
             "skipped": float(not stepped),
+            "optimizer_steps": engine.optimizer_steps,
         }
 
     def cleanup(self) -> None:

@@ -14,7 +14,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("parsing", "models"),  # answer text -> structures; model families and box spaces
     ("rewards",),  # verifiable rewards (pure scoring of completions)
     ("data",),  # samples from files, checked against the reward registry
-    ("policy", "checkpoint", "tracking", "run_folder", "engine"),  # what every recipe uses
+    (
+        "policy",
+        "checkpoint",
+        "tracking",
+        "run_folder",
+        "distributed",
+        "engine",
+    ),  # what every recipe uses
     ("rl", "sft", "eval", "report"),  # recipes: GRPO, SFT, evaluation, the HTML report
     ("demo",),  # the paper in miniature, built from the recipes
     ("cli",),  # the command line

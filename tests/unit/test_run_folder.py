@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 
 from vlm_r1 import checkpoint as ckpt
 from vlm_r1.config import CheckpointConfig, ConfigError
+from vlm_r1.distributed.launch import EngineRecord
+from vlm_r1.distributed.parallelism import Parallelism
 from vlm_r1.run_folder import clear_run, config_changes, holds_run, plan_run
 from vlm_r1.tracking import drop_history_after, read_jsonl
 
@@ -28,7 +30,9 @@ def fake_checkpoint(folder: Path, step: int, config=CONFIG) -> Path:
     (stage / "config.json").write_text(json.dumps(config))
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    ckpt.write_training_state(stage, optimizer, scheduler, {"step": step})
+    torch.save(optimizer.state_dict(), stage / "optimizer.pt")
+    torch.save(scheduler.state_dict(), stage / "scheduler.pt")
+    ckpt.write_state(stage, {"step": step})
     return ckpt.commit(folder, step, keep_last=0)
 
 
@@ -127,7 +131,9 @@ def test_a_pickle_payload_in_a_checkpoint_does_not_run(tmp_path):
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     with pytest.raises(ckpt.CheckpointError, match="optimizer.pt"):
-        ckpt.load_training_state(path, optimizer, scheduler, 0)
+        Parallelism(None, EngineRecord("replicated", 1)).load_optimizer(
+            path, None, optimizer, scheduler
+        )
     assert not marker.exists()
 
 

@@ -24,18 +24,30 @@ class SharingPlan:
 
 
 def sharing_plan(
-    speed: SpeedConfig, num_processes: int, vision_trains: bool, gradient_checkpointing: bool
+    speed: SpeedConfig,
+    num_processes: int,
+    vision_trains: bool,
+    gradient_checkpointing: bool,
+    shards_parameters: bool = False,
 ) -> SharingPlan:
     """The paths ``speed`` asks for, minus those this run cannot take.
 
     * A training vision tower under multi-process DDP gets its gradients all-reduced only for
       parameters used inside the wrapped forward; encoding outside it would leave them
       unsynchronised, so that case keeps the repeated-image path.
+    * Under FSDP2 and ZeRO-3 the vision tower's parameters are sharded and gathered only
+      around the wrapped model's own forward; encoding outside it would read shards.
     * A cached prefix takes two forward calls per micro-batch, which DDP/FSDP/DeepSpeed
       wrappers do not allow before one backward; and checkpointed layers return no KV cache in
       training mode. Those runs keep one forward over whole sequences.
     """
     share_features = speed.share_image_features
+    if share_features and shards_parameters:
+        logger.info(
+            "speed.share_image_features: parameters are sharded (FSDP2/ZeRO-3), so images are "
+            "encoded inside each forward"
+        )
+        share_features = False
     if share_features and vision_trains and num_processes > 1:
         logger.info(
             "speed.share_image_features: the vision tower trains on %d processes, so images "

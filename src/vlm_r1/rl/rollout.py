@@ -164,6 +164,11 @@ class HFRollout:
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             suppress_tokens=self.suppress_token_ids,
+            # The trainer hands over a model whose parameters are all resident (gathered under
+            # ZeRO-3, unsharded under FSDP2), so no process waits for the others' lengths.
+            # transformers would otherwise turn synchronised decoding on by itself for a
+            # sharded model, which hangs when processes make different numbers of calls.
+            synced_gpus=False,
         )
         if do_sample:
             kwargs.update(

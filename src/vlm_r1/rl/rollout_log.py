@@ -32,6 +32,7 @@ def write_rollouts(
                 "task": prompt.sample.task,
                 "solution": prompt.sample.answer_text(),
                 "completion": text,
+                "completion_tokens": int(rollout.lengths[i]),
                 "reward": float(scored.rewards[i]),
                 "advantage": float(advantages[i]),
                 "rewards": {k: float(v[i]) for k, v in scored.per_term.items()},

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +107,11 @@ class GRPOTrainer:
             p.requires_grad for _, p in engine.adapter.vision_parameters(engine.unwrapped())
         )
         self.sharing = sharing_plan(
-            cfg.speed, acc.num_processes, self.vision_trains, cfg.model.gradient_checkpointing
+            cfg.speed,
+            acc.num_processes,
+            self.vision_trains,
+            cfg.model.gradient_checkpointing,
+            shards_parameters=engine.parallel.shards_parameters,
         )
         self.loss_fn = LOSSES[cfg.algo.loss_type]
         self.advantage_fn = ADVANTAGES[cfg.algo.scale_rewards]
@@ -287,8 +290,8 @@ class GRPOTrainer:
         loss_total = torch.zeros(())
         for k, start in enumerate(starts):
             rows = slice(start, start + cfg.optim.micro_batch_size)
-            last_chunk = k == len(starts) - 1  # gradients are all-reduced once, on the last chunk
-            with nullcontext() if last_chunk else engine.accelerator.no_sync(engine.model):
+            last_chunk = k == len(starts) - 1  # the step's gradients are complete after it
+            with engine.micro_batch(last_chunk):
                 logps = self._logps(engine.model, rollout, range(n)[rows], features)
                 device = logps.device
                 inputs = LossInputs(
@@ -303,7 +306,7 @@ class GRPOTrainer:
                     else None,
                 )
                 loss, metrics = self.loss_fn(inputs, settings)
-                engine.accelerator.backward(loss)
+                engine.backward(loss, last_chunk)
             loss_total += loss.detach().cpu()
             for key, value in metrics.items():
                 collected.setdefault(key, []).append(value.detach().cpu())
@@ -322,6 +325,7 @@ class GRPOTrainer:
         metrics.update(
             loss=loss_total,
             grad_norm=grad_norm,
+            optimizer_steps=engine.optimizer_steps,
             skipped_steps=self.skipped_steps,
             learning_rate=engine.scheduler.get_last_lr()[0],
         )

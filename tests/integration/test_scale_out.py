@@ -341,7 +341,7 @@ def test_sft_under_each_engine_matches_one_process(tmp_path, shapes_rec):
     result = run([sys.executable, "-m", "vlm_r1.cli", "sft", "--config", str(config("single"))])
     assert result.returncode == 0, result.stderr[-4000:]
     one = metrics(tmp_path / "single")
-    for engine in ("fsdp2", "zero2", "zero3"):
+    for engine in ("ddp", "fsdp2", "zero2", "zero3"):
         command = [
             *launcher(engine, tmp_path),
             "vlm_r1.cli",
@@ -392,3 +392,33 @@ def test_a_non_finite_step_is_skipped_and_counted_under_every_engine(tmp_path, s
         assert two[2]["loss"] == pytest.approx(one[2]["loss"], rel=1e-4, abs=1e-6), engine
         assert two[2]["grad_norm"] == pytest.approx(one[2]["grad_norm"], rel=1e-3), engine
     assert [row["optimizer_steps"] for row in one] == [1, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_launch_vlm_r1_cannot_honour_stops_before_the_model_loads(tmp_path, shapes_rec):
+    """Asked-for engines run or each process stops with one line naming why (exit 2)."""
+    from vlm_r1.models.tiny import tiny_checkpoint
+
+    config = write_config(
+        tmp_path, "run", tiny_checkpoint("qwen2_5_vl", "test", 0), shapes_rec, False
+    )
+    one_process = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/fsdp.yaml"),
+        "--num_processes",
+        "1",
+        "--mixed_precision",
+        "no",
+        "-m",
+    ]
+    fsdp1 = [*accelerate("fsdp.yaml")[:-1], "--fsdp_version", "1", "-m"]
+    for launch, message in [(one_process, "1 process"), (fsdp1, "FSDP version 1")]:
+        result = run([*launch, "vlm_r1.cli", "train", "--config", str(config)], timeout=180)
+        assert result.returncode != 0
+        # vlm-r1's one line (the launcher then adds its own report of the failed child).
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert lines and message in lines[0], result.stderr[-3000:]
+        assert not (tmp_path / "run" / "config.json").exists()

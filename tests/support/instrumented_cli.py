@@ -84,8 +84,13 @@ def install(kill_after_checkpoint: int | None, digest_parameters: bool) -> None:
 
     def digest_then_cleanup(self):
         if digest_parameters:
-            # A collective under FSDP2/ZeRO-3 (every process joins; ZeRO-3 fills rank 0 only).
-            weights = self.parallel.full_state_dict(self.model)
+            # Sharded: the gathered weights (a collective; only the main process gets them).
+            # Replicated: each process's own copy, so ranks can be compared.
+            weights = (
+                self.parallel.full_state_dict(self.model)
+                if self.parallel.shards_parameters
+                else self.unwrapped().state_dict()
+            )
             if weights:
                 rank = self.accelerator.process_index
                 digest = parameter_digest(weights)

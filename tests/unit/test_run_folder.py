@@ -73,6 +73,25 @@ def test_resume_refuses_changed_settings_but_allows_the_short_list(tmp_path):
     assert plan.changes == [("logging.log_steps", 1, 5), ("optim.max_steps", 4, 9)]
 
 
+def test_resume_on_another_engine_or_process_count_is_refused(tmp_path):
+    zero3 = {"engine": "deepspeed", "world_size": 2, "zero_stage": 3, "fsdp_version": None}
+    fake_checkpoint(tmp_path, 2, config={**CONFIG, "launch": zero3})
+    fsdp2 = {"engine": "fsdp2", "world_size": 2, "zero_stage": None, "fsdp_version": 2}
+    with pytest.raises(ConfigError, match=r"launch.engine: 'deepspeed' -> 'fsdp2'"):
+        plan_run(settings(tmp_path, resume="auto"), {**CONFIG, "launch": fsdp2})
+    with pytest.raises(ConfigError, match=r"launch.world_size: 2 -> 4"):
+        plan_run(
+            settings(tmp_path, resume="auto"), {**CONFIG, "launch": {**zero3, "world_size": 4}}
+        )
+    assert plan_run(settings(tmp_path, resume="auto"), {**CONFIG, "launch": zero3}).checkpoint
+
+
+def test_a_checkpoint_from_before_engines_were_recorded_still_resumes(tmp_path):
+    path = fake_checkpoint(tmp_path, 2)  # its config has no "launch"
+    ddp = {"engine": "replicated", "world_size": 1, "zero_stage": None, "fsdp_version": None}
+    assert plan_run(settings(tmp_path, resume="auto"), {**CONFIG, "launch": ddp}).checkpoint == path
+
+
 def test_config_changes_sees_added_and_removed_keys():
     old = {"a": {"b": 1, "c": [1, 2]}}
     new = {"a": {"b": 1, "c": [1, 3], "d": True}}

@@ -138,6 +138,7 @@ def deepspeed_config(request: EngineRequest, max_grad_norm: float | None) -> dic
     if isinstance(config.get("bf16"), dict):
         config["bf16"].setdefault("check_grad_overflow", True)
     zero = config.setdefault("zero_optimization", {})
+    zero["compute_grad_norm"] = True  # the non-finite check reads it (and grad_norm is logged)
     if zero.get("stage") == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     return config

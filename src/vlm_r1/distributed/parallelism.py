@@ -13,7 +13,6 @@ lengths and different numbers of prompts without waiting on each other.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,8 +29,6 @@ from vlm_r1.distributed.launch import (
     deepspeed_config,
     fill_auto_buckets,
 )
-
-logger = logging.getLogger(__name__)
 
 OPTIMIZER_FILE = OPTIMIZER_FILES["replicated"]
 FSDP_OPTIMIZER_DIR = OPTIMIZER_FILES["fsdp2"]
@@ -106,7 +103,11 @@ class Parallelism:
 
     # ----------------------------------------------------------------------- checkpoints
     def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """Every parameter, unsharded, on the CPU (a collective: call on every process)."""
+        """Every weight, unsharded, for the main process to save (empty on the others).
+
+        Call it on every process: under FSDP2 and ZeRO-3 it is a collective."""
+        if not self.accelerator.is_main_process:
+            return {}
         return self.accelerator.get_state_dict(model)
 
     def save_optimizer(self, stage: Path, model: Any, optimizer: Any, scheduler: Any) -> None:
@@ -383,6 +384,11 @@ class DeepSpeedZeRO(Parallelism):
         if loaded is None:
             raise CheckpointError(folder, "DeepSpeed could not load it")
 
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        if self.record.zero_stage == 3:  # gathered from every process, kept on the main one
+            return self.accelerator.get_state_dict(model)
+        return super().full_state_dict(model)
+
     #: DeepSpeed's own checkpoint (``load_optimizer``) restores the trained weights too.
     optimizer_state_holds_weights = True
 
@@ -505,8 +511,11 @@ def make_parallelism(
         finally:
             os.environ.update(hidden)
         if request.engine == "fsdp2":
-            if accelerator.num_processes > 1 and not torch.distributed.is_initialized():
-                raise ConfigError("FSDP2 needs a process group (launch with accelerate/torchrun)")
+            if accelerator.num_processes < 2:
+                raise ConfigError(
+                    "FSDP was requested for 1 process, which has nothing to shard with; launch "
+                    "2 or more processes (--num_processes) or drop the FSDP config"
+                )
             record = EngineRecord("fsdp2", accelerator.num_processes, fsdp_version=2)
             parallel = FSDP2(accelerator, record, request)
         else:

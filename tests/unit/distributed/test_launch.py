@@ -86,6 +86,7 @@ def test_deepspeed_fields_vlm_r1_owns_override_the_users():
     assert "train_batch_size" not in config
     assert config["gradient_clipping"] == 1.0  # optim.max_grad_norm
     assert config["bf16"]["check_grad_overflow"] is True  # non-finite steps are skipped
+    assert config["zero_optimization"]["compute_grad_norm"] is True
     assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     assert shipped["gradient_accumulation_steps"] == 8, "the user's dict is not modified"
     assert deepspeed_config(request, max_grad_norm=None)["gradient_clipping"] == 0.0

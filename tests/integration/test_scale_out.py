@@ -191,8 +191,10 @@ def scale_out(tmp_path_factory, shapes_rec):
         killed = run(command)
         assert killed.returncode != 0, "the run was meant to be killed after checkpoint 2"
         assert (folder / config.stem / "checkpoint-000002").is_dir(), killed.stderr[-4000:]
+        assert not (folder / config.stem / "checkpoint-000004").exists()
         resumed = run(command)
         assert resumed.returncode == 0, resumed.stderr[-6000:]
+        assert "resumed from" in resumed.stderr and "at step 2" in resumed.stderr
         runs["resumed"] = folder / config.stem
         runs["resumed_log"] = killed.stderr + resumed.stderr
         # The same run, uninterrupted: resume must be exact.

@@ -424,3 +424,33 @@ def test_a_launch_vlm_r1_cannot_honour_stops_before_the_model_loads(tmp_path, sh
         lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert lines and message in lines[0], result.stderr[-3000:]
         assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_bf16_reference_computes_in_the_policys_precision(tmp_path, shapes_rec):
+    """With ``--mixed_precision bf16`` the reference must compute as the policy does: at step 1
+    they hold the same weights, so the KL is exactly 0 (an fp32 reference next to a bf16
+    DeepSpeed policy gave 3e-6). The bf16 run stays near the fp32 one (CPU bf16)."""
+    from vlm_r1.models.tiny import tiny_checkpoint
+
+    model = tiny_checkpoint("qwen2_5_vl", "test", 0)
+
+    def train(engine: str, precision: str) -> list[dict]:
+        name = f"{engine}_{precision}"
+        config = write_config(tmp_path, name, model, shapes_rec, lora=False)
+        settings = yaml.safe_load(config.read_text())
+        settings["algo"]["num_iterations"] = 1
+        settings["optim"]["max_steps"] = 2
+        config.write_text(yaml.safe_dump(settings))
+        launch = launcher(engine, tmp_path)
+        launch[launch.index("--mixed_precision") + 1] = precision
+        result = run([*launch, "vlm_r1.cli", "train", "--config", str(config)], timeout=240)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return metrics(tmp_path / name)
+
+    for engine in ("fsdp2", "zero2", "zero3"):
+        fp32, bf16 = train(engine, "no"), train(engine, "bf16")
+        assert fp32[0]["kl"] == 0.0 and bf16[0]["kl"] == 0.0, engine
+        for a, b in zip(bf16, fp32, strict=True):
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=2e-2), engine
+            assert a["kl"] == pytest.approx(b["kl"], rel=5e-2, abs=1e-6), engine

@@ -277,10 +277,13 @@ class DeepSpeedZeRO(Parallelism):
         return self.accelerator.state.deepspeed_plugin
 
     def reference(self, model: torch.nn.Module, load_fresh: Callable[[], torch.nn.Module]):
-        if self.record.zero_stage != 3:
-            return super().reference(model, load_fresh)
-        # ZeRO-3 partitions parameters (at load time, with zero3_init): a deepcopy would copy
-        # empty shards. The reference goes through DeepSpeed as an inference engine instead.
+        """The reference goes through DeepSpeed as an inference engine (as TRL does), so it
+        computes in the policy's precision (DeepSpeed casts both to bf16 when asked): a plain
+        fp32 copy would give a non-zero KL at step 1. ZeRO-3 partitions its parameters (at
+        load time, with zero3_init, where a deepcopy would copy empty shards), so it is a fresh
+        load; under ZeRO-2 it is an unsharded copy (stage 0)."""
+        import copy
+
         import deepspeed
 
         config = {
@@ -288,7 +291,12 @@ class DeepSpeedZeRO(Parallelism):
             for k, v in self.plugin.deepspeed_config.items()
             if k not in ("optimizer", "scheduler")
         }
-        engine, *_ = deepspeed.initialize(model=_frozen(load_fresh()), config=config)
+        if self.record.zero_stage == 3:
+            source = load_fresh()
+        else:
+            source = copy.deepcopy(model)
+            config["zero_optimization"] = {"stage": 0}
+        engine, *_ = deepspeed.initialize(model=_frozen(source), config=config)
         engine.eval()  # DeepSpeedEngine.eval returns None
         return engine
 

@@ -163,7 +163,8 @@ class Engine:
     def reference(self) -> Iterator[torch.nn.Module]:
         """The reference policy for the KL term: the frozen copy, or the LoRA model with adapters off."""
         if self.ref_model is not None:
-            yield self.ref_model
+            with self.parallel.reference_precision():
+                yield self.ref_model
             return
         with self.unwrapped().disable_adapter():
             yield self.model

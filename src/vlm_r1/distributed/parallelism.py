@@ -54,6 +54,12 @@ class Parallelism:
 
         return _frozen(copy.deepcopy(model)).to(self.accelerator.device)
 
+    def reference_precision(self) -> Any:
+        """Context for the frozen reference's forwards: the policy's precision. accelerate
+        runs the prepared policy under autocast (mixed_precision bf16), so the copy does too;
+        without it the step-1 KL is not 0. FSDP2 and DeepSpeed carry precision in the model."""
+        return self.accelerator.autocast()
+
     def prepare(
         self, model: torch.nn.Module, make_optimizer: Callable, make_scheduler: Callable
     ) -> tuple[Any, Any, Any]:
@@ -186,6 +192,9 @@ class FSDP2(Parallelism):
         optimizer = make_optimizer(model)
         optimizer.register_step_post_hook(self._count_step)
         return model, optimizer, make_scheduler(optimizer)
+
+    def reference_precision(self) -> Any:
+        return nullcontext()
 
     def micro_batch(self, model: torch.nn.Module, last: bool):
         # Every micro-batch reduce-scatters its gradients into the shards (correct and simple;
@@ -331,6 +340,9 @@ class DeepSpeedZeRO(Parallelism):
         finally:
             if registered is not None:
                 set_hf_deepspeed_config(registered)
+
+    def reference_precision(self) -> Any:
+        return nullcontext()
 
     def micro_batch(self, model: torch.nn.Module, last: bool):
         return nullcontext()

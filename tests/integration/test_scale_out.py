@@ -107,7 +107,10 @@ def run(command: list[str], timeout: int = RUN_TIMEOUT) -> subprocess.CompletedP
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-def write_config(folder: Path, name: str, model: Path, data: Path, lora: bool) -> Path:
+def write_config(
+    folder: Path, name: str, model: Path, data: Path, lora: bool, **sections: dict
+) -> Path:
+    """The matrix's GRPO config; keyword sections (``optim={...}``) update its values."""
     config = {
         "model": {
             "path": str(model),
@@ -136,6 +139,8 @@ def write_config(folder: Path, name: str, model: Path, data: Path, lora: bool) -
         "logging": {"report_to": "none", "progress": False, "rollout_log_steps": 1},
         "seed": 0,
     }
+    for section, values in sections.items():
+        config[section].update(values)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -290,10 +295,7 @@ def test_processes_generate_different_lengths_without_waiting(tmp_path, shapes_r
     from vlm_r1.models.tiny import tiny_checkpoint
 
     model = tiny_checkpoint("qwen2_5_vl", "test", 0)
-    config = write_config(tmp_path, engine, model, shapes_rec, lora=False)
-    settings = yaml.safe_load(config.read_text())
-    settings["optim"]["max_steps"] = 2
-    config.write_text(yaml.safe_dump(settings))
+    config = write_config(tmp_path, engine, model, shapes_rec, lora=False, optim={"max_steps": 2})
     result = run(
         [
             *launcher(engine, tmp_path),
@@ -374,11 +376,15 @@ def test_a_non_finite_step_is_skipped_and_counted_under_every_engine(tmp_path, s
     model = tiny_checkpoint("qwen2_5_vl", "test", 0)
 
     def train(engine: str) -> list[dict]:
-        config = write_config(tmp_path, engine, model, shapes_rec, lora=False)
-        settings = yaml.safe_load(config.read_text())
-        settings["algo"]["num_iterations"] = 1
-        settings["optim"]["max_steps"] = 3
-        config.write_text(yaml.safe_dump(settings))
+        config = write_config(
+            tmp_path,
+            engine,
+            model,
+            shapes_rec,
+            lora=False,
+            algo={"num_iterations": 1},
+            optim={"max_steps": 3},
+        )
         prefix = [sys.executable, "-m"] if engine == "single" else launcher(engine, tmp_path)
         command = [*prefix, "instrumented_cli", "--nan-loss-at-step", "2", "train"]
         result = run([*command, "--config", str(config)], timeout=240)
@@ -438,11 +444,15 @@ def test_bf16_reference_computes_in_the_policys_precision(tmp_path, shapes_rec):
 
     def train(engine: str, precision: str) -> list[dict]:
         name = f"{engine}_{precision}"
-        config = write_config(tmp_path, name, model, shapes_rec, lora=False)
-        settings = yaml.safe_load(config.read_text())
-        settings["algo"]["num_iterations"] = 1
-        settings["optim"]["max_steps"] = 2
-        config.write_text(yaml.safe_dump(settings))
+        config = write_config(
+            tmp_path,
+            name,
+            model,
+            shapes_rec,
+            lora=False,
+            algo={"num_iterations": 1},
+            optim={"max_steps": 2},
+        )
         launch = launcher(engine, tmp_path)
         launch[launch.index("--mixed_precision") + 1] = precision
         result = run([*launch, "vlm_r1.cli", "train", "--config", str(config)], timeout=240)

@@ -31,7 +31,7 @@ from vlm_r1.config import (
     ModelConfig,
     OptimConfig,
 )
-from vlm_r1.distributed import make_parallelism, requested_engine
+from vlm_r1.distributed import compute_precision, make_parallelism, requested_engine
 from vlm_r1.distributed.parallelism import held_fraction
 from vlm_r1.errors import TrainingInterrupted
 from vlm_r1.models import load_model
@@ -62,7 +62,11 @@ class Engine:
         # The engine asked for (accelerate launch's environment) is the one that runs, or a
         # ConfigError says why not; the run records which one it is.
         self.parallel = make_parallelism(
-            requested_engine(), config.optim.max_grad_norm, tracker, str(self.output_dir)
+            requested_engine(),
+            config.optim.max_grad_norm,
+            tracker,
+            str(self.output_dir),
+            compute_precision(config.model.dtype, os.environ.get("ACCELERATE_MIXED_PRECISION")),
         )
         self.accelerator = self.parallel.accelerator
         config.full_config = {**config.full_config, "launch": self.parallel.record.as_dict()}
@@ -75,7 +79,11 @@ class Engine:
                 f"over {processes} processes"
             )
         if self.accelerator.is_main_process:
-            logger.info("engine: %s", self.parallel.record.describe())
+            logger.info(
+                "engine: %s; precision: %s",
+                self.parallel.record.describe(),
+                self.parallel.record.describe_precision(),
+            )
             if config.checkpoint.overwrite:
                 run_folder.clear_run(self.output_dir)
         self.accelerator.wait_for_everyone()
@@ -109,11 +117,15 @@ class Engine:
             )
 
     def _load_base(self) -> tuple[Any, torch.nn.Module, Any]:
+        """The base model in the dtype its parameters are held in: float32 masters for full
+        fine-tuning (``model.dtype`` is the compute dtype, see ``compute_precision``); under
+        LoRA the frozen base is never stepped, so it stays in ``model.dtype`` (half the
+        memory) and peft keeps the adapters in float32."""
         m = self.config.model
         return load_model(
             m.path,
             m.family,
-            dtype=m.dtype,
+            dtype=m.dtype if m.lora.enabled else "float32",
             attn_implementation=m.attn_implementation,
             min_pixels=m.min_pixels,
             max_pixels=m.max_pixels,

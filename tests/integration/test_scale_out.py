@@ -74,10 +74,34 @@ def launcher(engine: str, folder: Path) -> list[str]:
 
 
 EXPECTED_LAUNCH = {
-    "ddp": {"engine": "replicated", "world_size": 2, "zero_stage": None, "fsdp_version": None},
-    "fsdp2": {"engine": "fsdp2", "world_size": 2, "zero_stage": None, "fsdp_version": 2},
-    "zero2": {"engine": "deepspeed", "world_size": 2, "zero_stage": 2, "fsdp_version": None},
-    "zero3": {"engine": "deepspeed", "world_size": 2, "zero_stage": 3, "fsdp_version": None},
+    "ddp": {
+        "engine": "replicated",
+        "world_size": 2,
+        "zero_stage": None,
+        "fsdp_version": None,
+        "mixed_precision": "no",
+    },
+    "fsdp2": {
+        "engine": "fsdp2",
+        "world_size": 2,
+        "zero_stage": None,
+        "fsdp_version": 2,
+        "mixed_precision": "no",
+    },
+    "zero2": {
+        "engine": "deepspeed",
+        "world_size": 2,
+        "zero_stage": 2,
+        "fsdp_version": None,
+        "mixed_precision": "no",
+    },
+    "zero3": {
+        "engine": "deepspeed",
+        "world_size": 2,
+        "zero_stage": 3,
+        "fsdp_version": None,
+        "mixed_precision": "no",
+    },
 }
 
 
@@ -434,33 +458,36 @@ def test_a_launch_vlm_r1_cannot_honour_stops_before_the_model_loads(tmp_path, sh
 
 @pytest.mark.slow
 def test_bf16_reference_computes_in_the_policys_precision(tmp_path, shapes_rec):
-    """With ``--mixed_precision bf16`` the reference must compute as the policy does: at step 1
-    they hold the same weights, so the KL is exactly 0 (an fp32 reference next to a bf16
-    policy gave 3e-6 under ZeRO-2, 1.5e-6 under DDP's autocast). The bf16 run stays near the
-    fp32 one (CPU bf16)."""
+    """With the recipes' ``model.dtype: bfloat16`` (bf16 compute, fp32 masters; the launch says
+    ``--mixed_precision no``) the reference must compute as the policy does: at step 1 they
+    hold the same weights, so the KL is exactly 0 (an fp32 reference next to a bf16 policy
+    gave 3e-6 under ZeRO-2, 1.5e-6 under DDP's autocast). The bf16 run stays near the fp32
+    one (CPU bf16), and the run records its precision."""
     from vlm_r1.models.tiny import tiny_checkpoint
 
     model = tiny_checkpoint("qwen2_5_vl", "test", 0)
 
-    def train(engine: str, precision: str) -> list[dict]:
-        name = f"{engine}_{precision}"
+    def train(engine: str, dtype: str) -> list[dict]:
+        name = f"{engine}_{dtype}"
         config = write_config(
             tmp_path,
             name,
             model,
             shapes_rec,
             lora=False,
+            model={"path": str(model), "dtype": dtype},
             algo={"num_iterations": 1},
             optim={"max_steps": 2},
         )
         launch = launcher(engine, tmp_path)
-        launch[launch.index("--mixed_precision") + 1] = precision
         result = run([*launch, "vlm_r1.cli", "train", "--config", str(config)], timeout=240)
         assert result.returncode == 0, result.stderr[-4000:]
+        launched = json.loads((tmp_path / name / "config.json").read_text())["launch"]
+        assert launched["mixed_precision"] == ("bf16" if dtype == "bfloat16" else "no")
         return metrics(tmp_path / name)
 
     for engine in ("ddp", "fsdp2", "zero2", "zero3"):
-        fp32, bf16 = train(engine, "no"), train(engine, "bf16")
+        fp32, bf16 = train(engine, "float32"), train(engine, "bfloat16")
         assert fp32[0]["kl"] == 0.0 and bf16[0]["kl"] == 0.0, engine
         for a, b in zip(bf16, fp32, strict=True):
             assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=2e-2), engine

@@ -51,7 +51,7 @@ class ModelConfig:
     family: str | None = None
     """Model family (qwen2_vl, qwen2_5_vl, qwen3_vl, internvl); detected from the checkpoint if unset."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weights dtype: float32, bfloat16 or float16."""
+    """Compute dtype. Training keeps float32 master weights and optimizer state and computes in bfloat16 when asked (mixed precision; float16 is refused for training); under LoRA the frozen base is held in this dtype. Evaluation loads the weights in it."""
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "sdpa"
     """eager, sdpa, flash_attention_2 (needs flash-attn + CUDA) or flash_attention_3."""
     freeze_vision: bool = False

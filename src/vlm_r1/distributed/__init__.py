@@ -10,7 +10,13 @@ Three engines, each proven against a one-process run in ``tests/integration/test
 * ``deepspeed``: ZeRO stage 2 or 3 through accelerate's DeepSpeed plugin.
 """
 
-from vlm_r1.distributed.launch import EngineRequest, requested_engine
+from vlm_r1.distributed.launch import EngineRequest, compute_precision, requested_engine
 from vlm_r1.distributed.parallelism import Parallelism, make_parallelism
 
-__all__ = ["EngineRequest", "Parallelism", "make_parallelism", "requested_engine"]
+__all__ = [
+    "EngineRequest",
+    "Parallelism",
+    "compute_precision",
+    "make_parallelism",
+    "requested_engine",
+]

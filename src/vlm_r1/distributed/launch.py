@@ -42,6 +42,7 @@ class EngineRecord:
     world_size: int
     zero_stage: int | None = None
     fsdp_version: int | None = None
+    mixed_precision: str = "no"  # accelerate's name: "no" (fp32) or "bf16" compute
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +56,41 @@ class EngineRecord:
             "deepspeed": f"DeepSpeed ZeRO-{self.zero_stage}",
         }[self.engine]
         return f"{detail} on {self.world_size} processes"
+
+    def describe_precision(self) -> str:
+        if self.mixed_precision == "bf16":
+            return "bf16 compute, fp32 master weights and optimizer state"
+        return "fp32"
+
+
+#: ``model.dtype`` -> accelerate's ``mixed_precision`` name for that compute dtype.
+_COMPUTE = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def compute_precision(model_dtype: str, launch_precision: str | None) -> str:
+    """The mixed precision a training run computes in (accelerate's name: ``"no"`` or ``"bf16"``).
+
+    Training always keeps float32 master weights and optimizer state: bf16 weights stepped by
+    AdamW at a learning rate of 1e-6 lose most updates to rounding (an update smaller than half
+    a bf16 ulp of the weight, ~0.4% of it, vanishes). ``model.dtype`` therefore names the
+    compute dtype: ``bfloat16`` runs the forwards and backwards in bf16 (autocast for one
+    process / DDP, FSDP2's ``MixedPrecisionPolicy``, DeepSpeed's ``bf16`` section). With
+    ``model.dtype: float32`` the launch decides (``accelerate launch --mixed_precision bf16``).
+    fp16 is refused: it needs loss scaling, which vlm-r1 does not do.
+    """
+    launch = (launch_precision or "no").strip().lower()
+    asked = _COMPUTE.get(model_dtype, model_dtype)
+    if "fp16" in (asked, launch):
+        source = "model.dtype=float16" if asked == "fp16" else "the launch's mixed_precision=fp16"
+        raise ConfigError(
+            f"{source}: fp16 training needs loss scaling, which vlm-r1 does not do; use "
+            "model.dtype: bfloat16 (bf16 compute with fp32 master weights) or float32"
+        )
+    if launch not in ("no", "bf16"):
+        raise ConfigError(
+            f"the launch asks for mixed_precision={launch!r}; vlm-r1 trains in bf16 or fp32"
+        )
+    return asked if asked != "no" else launch
 
 
 def requested_engine(env: Mapping[str, str] | None = None) -> EngineRequest:

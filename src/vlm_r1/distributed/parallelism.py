@@ -490,10 +490,18 @@ def check_deepspeed_files(folder: Path) -> None:
 
 
 def make_parallelism(
-    request: EngineRequest, max_grad_norm: float | None, tracker: str | None, project_dir: str
+    request: EngineRequest,
+    max_grad_norm: float | None,
+    tracker: str | None,
+    project_dir: str,
+    mixed_precision: str = "no",
 ) -> Parallelism:
     """Create the accelerator for ``request`` and check that the engine that runs is the one
-    asked for (raising ``ConfigError`` if not)."""
+    asked for (raising ``ConfigError`` if not).
+
+    ``mixed_precision`` (from ``compute_precision``) overrides the launch's: the parameters
+    stay float32 (the masters the optimizer steps) and accelerate turns on the engine's bf16
+    compute (autocast, or DeepSpeed's ``bf16`` section; FSDP2 reads it for its policy)."""
     import os
 
     from accelerate import Accelerator
@@ -512,6 +520,7 @@ def make_parallelism(
         accelerator = Accelerator(
             log_with=tracker,
             project_dir=project_dir,
+            mixed_precision=mixed_precision,
             deepspeed_plugin=DeepSpeedPlugin(
                 hf_ds_config=config, zero3_init_flag=request.zero3_init
             ),
@@ -521,13 +530,23 @@ def make_parallelism(
             raise ConfigError(
                 f"DeepSpeed was requested but accelerate set up {accelerator.distributed_type}"
             )
-        record = EngineRecord("deepspeed", accelerator.num_processes, request.zero_stage)
+        record = EngineRecord(
+            "deepspeed",
+            accelerator.num_processes,
+            request.zero_stage,
+            mixed_precision=mixed_precision,
+        )
         parallel: Parallelism = DeepSpeedZeRO(accelerator, record)
     else:
         # FSDP2 is applied by vlm-r1 (FSDP2.shard), so accelerate must not wrap the model too.
         hidden = {k: os.environ.pop(k) for k in ("ACCELERATE_USE_FSDP",) if k in os.environ}
         try:
-            accelerator = Accelerator(cpu=not cuda, log_with=tracker, project_dir=project_dir)
+            accelerator = Accelerator(
+                cpu=not cuda,
+                log_with=tracker,
+                project_dir=project_dir,
+                mixed_precision=mixed_precision,
+            )
         finally:
             os.environ.update(hidden)
         if request.engine == "fsdp2":
@@ -536,9 +555,13 @@ def make_parallelism(
                     "FSDP was requested for 1 process, which has nothing to shard with; launch "
                     "2 or more processes (--num_processes) or drop the FSDP config"
                 )
-            record = EngineRecord("fsdp2", accelerator.num_processes, fsdp_version=2)
+            record = EngineRecord(
+                "fsdp2", accelerator.num_processes, fsdp_version=2, mixed_precision=mixed_precision
+            )
             parallel = FSDP2(accelerator, record, request)
         else:
-            record = EngineRecord("replicated", accelerator.num_processes)
+            record = EngineRecord(
+                "replicated", accelerator.num_processes, mixed_precision=mixed_precision
+            )
             parallel = Parallelism(accelerator, record)
     return parallel

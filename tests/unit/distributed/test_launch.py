@@ -10,6 +10,7 @@ from vlm_r1.config import ConfigError
 from vlm_r1.distributed.launch import (
     EngineRecord,
     EngineRequest,
+    compute_precision,
     deepspeed_config,
     fill_auto_buckets,
     requested_engine,
@@ -111,3 +112,38 @@ def test_record_describes_the_engine():
     assert (
         EngineRecord("fsdp2", 2, fsdp_version=2).describe() == "FSDP2 (fully_shard) on 2 processes"
     )
+
+
+@pytest.mark.parametrize(
+    "model_dtype, launch, expected",
+    [
+        ("bfloat16", None, "bf16"),  # the recipes: model.dtype names the compute dtype
+        ("bfloat16", "no", "bf16"),  # the CPU test launches say --mixed_precision no
+        ("bfloat16", "bf16", "bf16"),
+        ("float32", None, "no"),
+        ("float32", "no", "no"),
+        ("float32", "BF16", "bf16"),  # accelerate launch --mixed_precision bf16 alone
+    ],
+)
+def test_compute_precision_from_model_dtype_and_launch(model_dtype, launch, expected):
+    assert compute_precision(model_dtype, launch) == expected
+
+
+@pytest.mark.parametrize(
+    "model_dtype, launch, message",
+    [
+        ("float16", None, "model.dtype=float16: fp16 training needs loss scaling"),
+        ("bfloat16", "fp16", "mixed_precision=fp16: fp16 training needs loss scaling"),
+        ("float32", "fp8", "mixed_precision='fp8'"),
+    ],
+)
+def test_precisions_vlm_r1_cannot_train_in_are_refused(model_dtype, launch, message):
+    with pytest.raises(ConfigError, match=message):
+        compute_precision(model_dtype, launch)
+
+
+def test_the_record_names_the_precision():
+    record = EngineRecord("replicated", 1, mixed_precision="bf16")
+    assert record.as_dict()["mixed_precision"] == "bf16"
+    assert record.describe_precision() == "bf16 compute, fp32 master weights and optimizer state"
+    assert EngineRecord("replicated", 1).describe_precision() == "fp32"

@@ -4,6 +4,12 @@ The model runs on prompt + completion, but the LM head only on the last ``T + 1`
 (``logits_to_keep``): the prompt and its hundreds of image tokens never go through the
 vocabulary projection. ``log p(token) = logit[token] - logsumexp(logits)``, computed in float32
 after dividing by the sampling temperature (the distribution the tokens were drawn from).
+
+Even those ``[N, T, V]`` logits are never held whole: every pass swaps the model's LM head for
+``policy.scoring_head.ScoringHead``, which scores at most ``chunk_tokens`` tokens at a time and
+recomputes each chunk in backward (see that module for why the head runs inside the model's
+forward). :func:`token_logprobs` is the plain computation on whole logits, kept as the
+reference the chunked path is tested against.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 import torch
 
 from vlm_r1.policy.prompts import PreparedPrompt, stack_prompts
+from vlm_r1.policy.scoring_head import DEFAULT_CHUNK_TOKENS, scoring_dtype, scoring_head
 
 #: Tensors the language forward does not need when encoder outputs are passed in.
 REPLACED_INPUTS = ("pixel_values",)
@@ -22,8 +29,11 @@ REPLACED_INPUTS = ("pixel_values",)
 def token_logprobs(
     logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """``log_softmax(logits / temperature)`` gathered at ``tokens``: ``[N, T, V] x [N, T] -> [N, T]``."""
-    scaled = logits.float() / temperature
+    """``log_softmax(logits / temperature)`` gathered at ``tokens``: ``[N, T, V] x [N, T] -> [N, T]``.
+
+    The plain computation on whole logits (at least float32: float64 stays exact, for tests).
+    """
+    scaled = logits.to(scoring_dtype(logits.dtype)) / temperature
     picked = torch.gather(scaled, -1, tokens.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(scaled, dim=-1)
 
@@ -36,31 +46,52 @@ def completion_logprobs(
     pad_token_id: int,
     temperature: float = 1.0,
     image_features: dict[str, Any] | None = None,
+    *,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """Log-probs ``[N, T]`` of each row's completion given its prompt (row i <-> prompts[i]).
 
     ``image_features``: precomputed vision encoder outputs for these rows, in transformers'
     ``mm_encoder_outputs`` form (see ``policy.image_features``); the pixels are then not stacked
-    or encoded again.
+    or encoded again. ``chunk_tokens``: most tokens whose logits exist at once.
     """
     device = next(model.parameters()).device
-    batch = _prompt_batch(prompts, pad_token_id, image_features is not None, device)
+    batch = completion_batch(
+        prompts, completion_ids, completion_mask, pad_token_id, device, image_features
+    )
     completion_ids = completion_ids.to(device)
-    completion_mask = completion_mask.to(device)
     t = completion_ids.shape[1]
+    with scoring_head(model, temperature, chunk_tokens) as head:
+        # Position j of the last T + 1 predicts completion token j; the last one is unused.
+        head.set_targets(completion_ids)
+        return model(**batch, logits_to_keep=t + 1, use_cache=False).logits  # [N, T]
+
+
+def completion_batch(
+    prompts: Sequence[PreparedPrompt],
+    completion_ids: torch.Tensor,  # [N, T]
+    completion_mask: torch.Tensor,  # [N, T]
+    pad_token_id: int,
+    device: Any,
+    image_features: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Model inputs for prompt + completion (prompts left-padded, completion right-padded);
+    with ``image_features`` given, those replace the pixels."""
+    batch = _prompt_batch(prompts, pad_token_id, image_features is not None, device)
+    if image_features is not None:
+        batch["mm_encoder_outputs"] = image_features
+    completion_ids = completion_ids.to(device)
     batch["input_ids"] = torch.cat([batch["input_ids"], completion_ids], dim=1)
     batch["attention_mask"] = torch.cat(
-        [batch["attention_mask"], completion_mask.to(batch["attention_mask"].dtype)], dim=1
+        [batch["attention_mask"], completion_mask.to(device, batch["attention_mask"].dtype)],
+        dim=1,
     )
     for key in ("mm_token_type_ids", "token_type_ids"):
         if key in batch:  # completion tokens are text
             batch[key] = torch.cat(
                 [batch[key], torch.zeros_like(completion_ids, dtype=batch[key].dtype)], dim=1
             )
-    if image_features is not None:
-        batch["mm_encoder_outputs"] = image_features
-    logits = model(**batch, logits_to_keep=t + 1, use_cache=False).logits[:, :-1]  # [N, T, V]
-    return token_logprobs(logits, completion_ids, temperature)
+    return batch
 
 
 def _prompt_batch(
@@ -82,6 +113,8 @@ def shared_prefix_logprobs(
     pad_token_id: int,
     temperature: float = 1.0,
     image_features: dict[str, Any] | None = None,
+    *,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """Log-probs ``[N, T]`` like :func:`completion_logprobs`, running each prompt once.
 
@@ -90,11 +123,14 @@ def shared_prefix_logprobs(
     follows, so the prompt (image tokens included) runs once per unique prompt with its KV
     cache kept, the cache rows are gathered per completion (autograd carries each row's
     gradient back to the one shared prefix), and only the completion tokens run per row.
-    The first completion token is scored from the prefix's last position.
+    The first completion token is scored from the prefix's last position (the scoring head
+    picks each row's prefix), the others from the tail's positions ``0 .. T-2``.
 
     Positions of the completion tokens come from the family
     (``VLMAdapter.continuation_positions``: Qwen's 3-D rotary positions continue from the
-    prefix exactly as in the full sequence). ``image_features``: encoder outputs for ``prompts`` (not per row), see ``policy.image_features``.
+    prefix exactly as in the full sequence). ``image_features``: encoder outputs for
+    ``prompts`` (not per row), see ``policy.image_features``. ``chunk_tokens``: most tokens
+    whose logits exist at once.
     """
     device = next(model.parameters()).device
     prefix = _prompt_batch(prompts, pad_token_id, image_features is not None, device)
@@ -102,30 +138,35 @@ def shared_prefix_logprobs(
         prefix["mm_encoder_outputs"] = image_features
     adapter = prompts[0].adapter
     adapter.reset_positions(model)  # never read a previous batch's position state
-    out = model(**prefix, use_cache=True, logits_to_keep=1)
     rows = torch.as_tensor(list(row_prompt), device=device)
-    cache = out.past_key_values
-    if cache is None:  # e.g. gradient checkpointing turns the cache off in training mode
-        raise ValueError("shared_prefix_logprobs needs the model to return a KV cache")
-    cache.batch_select_indices(rows)
     completion_ids = completion_ids.to(device)
-    mask = torch.cat(
-        [
-            prefix["attention_mask"][rows],
-            completion_mask.to(device, prefix["attention_mask"].dtype),
-        ],
-        dim=1,
-    )
-    position_ids = adapter.continuation_positions(model, mask, prefix["input_ids"].shape[1], rows)
-    tail = model(
-        input_ids=completion_ids,
-        attention_mask=mask,
-        position_ids=position_ids,
-        cache=cache,
-        use_cache=True,
-    ).logits
-    logits = torch.cat([out.logits[rows][:, -1:], tail[:, :-1]], dim=1)  # [N, T, V]
-    return token_logprobs(logits, completion_ids, temperature)
+    with scoring_head(model, temperature, chunk_tokens) as head:
+        head.set_targets(completion_ids[:, :1], rows=rows)
+        out = model(**prefix, use_cache=True, logits_to_keep=1)
+        first = out.logits  # [N, 1]
+        cache = out.past_key_values
+        if cache is None:  # e.g. gradient checkpointing turns the cache off in training mode
+            raise ValueError("shared_prefix_logprobs needs the model to return a KV cache")
+        cache.batch_select_indices(rows)
+        mask = torch.cat(
+            [
+                prefix["attention_mask"][rows],
+                completion_mask.to(device, prefix["attention_mask"].dtype),
+            ],
+            dim=1,
+        )
+        position_ids = adapter.continuation_positions(
+            model, mask, prefix["input_ids"].shape[1], rows
+        )
+        head.set_targets(completion_ids[:, 1:])  # tail position j predicts token j + 1
+        rest = model(
+            input_ids=completion_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+        ).logits  # [N, T - 1]
+    return torch.cat([first, rest], dim=1)
 
 
 def group_logprobs(
@@ -139,12 +180,15 @@ def group_logprobs(
     temperature: float = 1.0,
     image_features: Any = None,
     share_prefix: bool = False,
+    *,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """Log-probs ``[len(rows), T]`` of ``rows`` of a grouped batch, where row r continues
     ``prompts[r // group_size]``: through :func:`shared_prefix_logprobs` (each prompt once)
     when ``share_prefix``, else :func:`completion_logprobs`. ``image_features`` is a
     ``SharedImageFeatures`` of ``prompts`` or None. Both paths give the same numbers
-    (tests/unit/policy/test_image_features.py)."""
+    (tests/unit/policy/test_image_features.py). ``chunk_tokens``: most tokens whose logits
+    exist at once (``policy.scoring_head``)."""
     args = (
         completion_ids[rows.start : rows.stop],
         completion_mask[rows.start : rows.stop],
@@ -160,10 +204,12 @@ def group_logprobs(
             [unique.index(g) for g in groups],
             *args,
             image_features=image_features.for_rows(unique) if image_features is not None else None,
+            chunk_tokens=chunk_tokens,
         )
     return completion_logprobs(
         model,
         [prompts[g] for g in groups],
         *args,
         image_features=image_features.for_rows(groups) if image_features is not None else None,
+        chunk_tokens=chunk_tokens,
     )

@@ -39,6 +39,7 @@ MAY_CHANGE_ON_RESUME = (
     "speed.*",
     "model.gradient_checkpointing",
     "rollout.vllm_gpu_memory_utilization",
+    "rollout.prompts_per_generation",  # same completions for every value (memory only)
 )
 
 CONFIG_FILE = "config.json"

@@ -138,6 +138,11 @@ class RolloutConfig:
     """Prompts (image tokens included) longer than this are skipped and counted; None = no limit."""
     max_completion_length: PositiveInt = 1024
     """Maximum generated tokens per completion."""
+    prompts_per_generation: NonNegativeInt = 0
+    """hf backend: prompts generated together in one ``generate`` call (their G completions
+    each); 0 = all of this process's prompts of the step (or sampling round). Completions are
+    the same for every value (each prompt samples from its own seed); smaller values cap the
+    generation memory, 1 is the one-call-per-prompt reference path."""
 
 
 @dataclass

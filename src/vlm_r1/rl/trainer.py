@@ -142,6 +142,7 @@ class GRPOTrainer:
             self.engine.pad_token_id,
             self.engine.adapter.forbidden_token_ids(tokenizer),
             shared_prefill=self.config.speed.shared_prefill,
+            prompts_per_generation=self.config.rollout.prompts_per_generation,
         )
 
     # ------------------------------------------------------------------------------ loop

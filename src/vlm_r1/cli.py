@@ -131,7 +131,11 @@ def evaluate(
     data: str = typer.Option(..., "--data", help="JSONL/JSON file(s), ':'-joined."),
     out: Path = typer.Option(None, "--out", help="Folder for predictions.jsonl and metrics.json."),
     image_folders: str = typer.Option(None, "--image-folders", help="Image folder(s), ':'-joined."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(
+        None,
+        "--batch-size",
+        help="Prompts per generate call (default: 8 with hf, 256 with vllm).",
+    ),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     metric_convention: str = typer.Option(
         "default",
@@ -142,9 +146,28 @@ def evaluate(
         None, "--limit", help="Evaluate N random samples (seed 42), as VLM-R1 does."
     ),
     family: str = typer.Option(None, "--family", help="Override the detected model family."),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="auto (cuda if available), cpu, cuda or cuda:N. Under torchrun each process "
+        "takes cuda:LOCAL_RANK.",
+    ),
+    dtype: str = typer.Option(
+        None,
+        "--dtype",
+        help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA).",
+    ),
+    backend: str = typer.Option(
+        "hf",
+        "--backend",
+        help="hf (transformers generate) or vllm (needs pip install 'vlm-r1[vllm]' and a GPU).",
+    ),
 ) -> None:
-    """Greedy evaluation: REC Acc@0.5 / mIoU, detection mAP, counting / QA accuracy."""
-    from vlm_r1.eval.report_table import print_metrics
+    """Greedy evaluation: REC Acc@0.5 / mIoU, detection mAP, counting / QA accuracy.
+
+    Launched with torchrun or accelerate launch, each process generates a share of the
+    samples; the main process scores them all, as one process would, and prints and writes."""
+    from vlm_r1.eval.report_table import print_metrics, print_throughput
     from vlm_r1.eval.runner import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -157,8 +180,14 @@ def evaluate(
         metric_convention,
         limit,
         family,
+        device=device,
+        dtype=dtype,
+        backend=backend,
     )
+    if metrics is None:  # not the main process of a multi-process launch
+        return
     print_metrics(metrics)
+    print_throughput(metrics)
 
 
 @app.command("report")

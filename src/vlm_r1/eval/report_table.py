@@ -31,3 +31,33 @@ def print_metrics(metrics: dict[str, Any], title: str = "evaluation") -> None:
                 f"{values.get('format_failure_rate', 0.0):.1%}",
             )
     Console().print(table)
+
+
+def throughput_line(metrics: dict[str, Any]) -> str | None:
+    """``"12.3 samples/s, 456 generated tokens/s (...)"`` from ``_meta``, if it was measured."""
+    meta = metrics.get("_meta", {})
+    rate = meta.get("throughput")
+    if not rate:
+        return None
+    tokens = rate.get("generated_tokens_per_s")
+    where = ", ".join(
+        str(part)
+        for part in (
+            f"{rate['processes']} process" + ("es" if rate["processes"] != 1 else ""),
+            meta.get("backend"),
+            meta.get("device"),
+            meta.get("dtype"),
+        )
+        if part
+    )
+    return (
+        f"throughput: {rate['samples_per_s']:.2f} samples/s"
+        + (f", {tokens:.1f} generated tokens/s" if tokens is not None else "")
+        + f" over {rate['seconds']:.1f} s of generation ({where})"
+    )
+
+
+def print_throughput(metrics: dict[str, Any]) -> None:
+    line = throughput_line(metrics)
+    if line:
+        Console().print(line)

@@ -1,28 +1,52 @@
 """Run a model (or any completion source) over a dataset and score it.
 
 ``evaluate_samples`` takes a ``generate`` function from prepared prompts to completion texts,
-so the same scoring runs on a real checkpoint (``greedy_generator``) or on an oracle that
-writes the ground truth in the model family's coordinate system (the test that catches
-coordinate-system mistakes, which otherwise silently ruin scores).
+so the same scoring runs on a real checkpoint (``greedy_generator``, or vLLM's engine through
+``vllm_backend``) or on an oracle that writes the ground truth in the model family's
+coordinate system (the test that catches coordinate-system mistakes, which otherwise silently
+ruin scores).
+
+Generating and scoring are separate steps joined by :class:`Completion` records (the text and
+the box space scoring reads), so that under a launch of several processes each process
+generates its share of the batches and the main process scores all completions at once, in
+sample order, exactly as one process would (``parallel``).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vlm_r1.config import ConfigError
 from vlm_r1.data.jsonl import DataError, read_samples
 from vlm_r1.data.sample import Sample
-from vlm_r1.eval.metrics import CONVENTIONS, coco_detection_metrics, rec_metrics
+from vlm_r1.eval.metrics import coco_detection_metrics, rec_metrics
+from vlm_r1.eval.options import (
+    DEFAULT_BATCH_SIZE,
+    check_eval_options,
+    cuda_device_count,
+    default_dtype,
+    resolve_device,
+)
+from vlm_r1.eval.parallel import (
+    Processes,
+    barrier,
+    gather_to_main,
+    launched_processes,
+    merge_shards,
+    process_group,
+    shard_batches,
+)
 from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.models.boxes import BoxSpace
 from vlm_r1.parsing import extract_answer, parse_number
 from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt, stack_prompts
 from vlm_r1.rewards import call_reward, resolve_reward
@@ -30,44 +54,131 @@ from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes
 from vlm_r1.rewards.format import is_strict_format
 from vlm_r1.rewards.registry import check_data_method
 
+__all__ = [
+    "Completion",
+    "GreedyGenerator",
+    "check_eval_options",
+    "evaluate_checkpoint",
+    "evaluate_samples",
+    "generate_completions",
+    "greedy_generator",
+    "load_eval_samples",
+    "score_completions",
+]
+
 Generate = Callable[[list[PreparedPrompt]], list[str]]
+Prepare = Callable[[Sample], PreparedPrompt]
+
+
+class GreedyGenerator:
+    """Batched greedy decoding with HF ``generate`` (left-padded prompts), vision placeholders
+    suppressed. Counts the tokens it generates (each completion up to and including its stop
+    token), for the throughput report."""
+
+    def __init__(self, model: Any, adapter: VLMAdapter, processor: Any, max_new_tokens: int = 256):
+        tokenizer = processor.tokenizer
+        self.model = model
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+        self.pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self.eos = adapter.stop_token_ids(tokenizer)
+        self.suppress = adapter.forbidden_token_ids(tokenizer) or None
+        self.generated_tokens = 0
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[PreparedPrompt]) -> list[str]:
+        device = self.model.device
+        batch = {
+            k: v.to(device)
+            for k, v in stack_prompts([p.features for p in prompts], self.pad).items()
+        }
+        out = self.model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+            suppress_tokens=self.suppress,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
+        self.generated_tokens += completion_lengths(new, self.eos)
+        return self.processor.batch_decode(new, skip_special_tokens=True)
+
+
+def completion_lengths(new_tokens: torch.Tensor, eos_ids: Sequence[int]) -> int:
+    """Generated tokens in a batch: each row up to and including its first stop token (the
+    padding after it is not generated work), the whole row when it never stopped."""
+    if new_tokens.numel() == 0:
+        return 0
+    is_eos = torch.isin(new_tokens, torch.tensor(list(eos_ids), device=new_tokens.device))
+    stopped = is_eos.any(dim=1)
+    first = is_eos.int().argmax(dim=1) + 1
+    return int(torch.where(stopped, first, new_tokens.shape[1]).sum())
 
 
 def greedy_generator(
     model: Any, adapter: VLMAdapter, processor: Any, max_new_tokens: int = 256
-) -> Generate:
+) -> GreedyGenerator:
     """Batched greedy decoding (left-padded prompts), vision placeholders suppressed."""
-    tokenizer = processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = adapter.stop_token_ids(tokenizer)
-    suppress = adapter.forbidden_token_ids(tokenizer) or None
+    return GreedyGenerator(model, adapter, processor, max_new_tokens)
 
-    @torch.no_grad()
-    def generate(prompts: list[PreparedPrompt]) -> list[str]:
-        batch = {
-            k: v.to(model.device)
-            for k, v in stack_prompts([p.features for p in prompts], pad).items()
+
+@dataclass(frozen=True)
+class Completion:
+    """One sample's answer and what scoring needs besides the sample: small and picklable, so
+    it is what processes send to the main one."""
+
+    text: str
+    box_space: BoxSpace | None
+    image_size: tuple[int, int] | None
+
+
+def generate_completions(
+    samples: Sequence[Sample],
+    batches: Sequence[Sequence[int]],
+    prepare: Prepare,
+    generate: Generate,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[tuple[int, Completion]]:
+    """``(sample index, completion)`` for every sample of ``batches``, one generate call each."""
+    done: list[tuple[int, Completion]] = []
+    for indices in batches:
+        prompts = [prepare(samples[i]) for i in indices]
+        texts = generate(prompts)
+        if len(texts) != len(prompts):
+            raise ValueError(f"generate returned {len(texts)} texts for {len(prompts)} prompts")
+        for index, prompt, text in zip(indices, prompts, texts, strict=True):
+            done.append((index, Completion(text, prompt.box_space, prompt.image_size)))
+        if on_batch:
+            on_batch(len(prompts))
+    return done
+
+
+def score_completions(
+    samples: Sequence[Sample],
+    completions: Sequence[Completion],
+    adapter: VLMAdapter,
+    convention: str = "default",
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score completions (in sample order) by task; returns ``(metrics, predictions)``."""
+    by_task: dict[str, list[tuple[PreparedPrompt, str]]] = defaultdict(list)
+    for sample, done in zip(samples, completions, strict=True):
+        # Scoring reads the sample and its box space only, never the model inputs.
+        view = PreparedPrompt(sample, {}, done.box_space, done.image_size, adapter)
+        by_task[sample.task].append((view, done.text))
+    metrics: dict[str, Any] = {}
+    predictions: list[dict[str, Any]] = []
+    for task, items in by_task.items():
+        task_metrics, rows = _score_task(task, items, convention)
+        metrics[task] = {
+            **task_metrics,
+            "n": len(items),
+            "format_failure_rate": float(np.mean([not is_strict_format(t) for _, t in items])),
         }
-        out = model.generate(
-            **batch,
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            suppress_tokens=suppress,
-        )
-        return processor.batch_decode(
-            out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-
-    return generate
-
-
-def _pixel_boxes(
-    text: str, prompt: PreparedPrompt
-) -> tuple[np.ndarray, list[str | None], list[float], str]:
-    parsed, boxes = predicted_boxes(text, prompt.box_space)
-    return boxes, [b.label for b in parsed.boxes], [b.score for b in parsed.boxes], parsed.status
+        predictions.extend(rows)
+    return metrics, predictions
 
 
 def evaluate_samples(
@@ -79,27 +190,22 @@ def evaluate_samples(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Generate for every sample, score by task; returns ``(metrics, predictions)``."""
-    predictions: list[dict[str, Any]] = []
-    by_task: dict[str, list[tuple[PreparedPrompt, str]]] = defaultdict(list)
-    for start in range(0, len(samples), batch_size):
-        prompts = [
-            prepare_prompt(adapter, processor, s) for s in samples[start : start + batch_size]
-        ]
-        for prompt, text in zip(prompts, generate(prompts), strict=True):
-            by_task[prompt.sample.task].append((prompt, text))
-        if on_batch:
-            on_batch(len(prompts))
-    metrics: dict[str, Any] = {}
-    for task, items in by_task.items():
-        task_metrics, rows = _score_task(task, items, convention)
-        metrics[task] = {
-            **task_metrics,
-            "n": len(items),
-            "format_failure_rate": float(np.mean([not is_strict_format(t) for _, t in items])),
-        }
-        predictions.extend(rows)
-    return metrics, predictions
+    """Generate for every sample in this process, score by task; returns ``(metrics, predictions)``."""
+    done = generate_completions(
+        samples,
+        shard_batches(len(samples), batch_size, 0, 1),
+        lambda sample: prepare_prompt(adapter, processor, sample),
+        generate,
+        on_batch,
+    )
+    return score_completions(samples, merge_shards([done], len(samples)), adapter, convention)
+
+
+def _pixel_boxes(
+    text: str, prompt: PreparedPrompt
+) -> tuple[np.ndarray, list[str | None], list[float], str]:
+    parsed, boxes = predicted_boxes(text, prompt.box_space)
+    return boxes, [b.label for b in parsed.boxes], [b.score for b in parsed.boxes], parsed.status
 
 
 def _score_task(task: str, items: list[tuple[PreparedPrompt, str]], convention: str):
@@ -182,60 +288,98 @@ def load_eval_samples(
     return samples
 
 
-def check_eval_options(
-    batch_size: int, max_new_tokens: int, limit: int | None, convention: str
-) -> None:
-    """Refuse impossible ``vlm-r1 eval`` options by their flag name, before anything loads."""
-    for flag, value in (("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
-        if value < 1:
-            raise ConfigError(f"{flag}={value} must be >= 1")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit={limit} must be >= 1 (leave it out to evaluate every sample)")
-    if convention not in CONVENTIONS:
-        raise ConfigError(
-            f"--metric-convention={convention!r} is not allowed; choose one of {CONVENTIONS}"
-        )
-
-
 def evaluate_checkpoint(
     model_path: str,
     data: str,
     out_dir: str | Path | None = None,
     image_folders: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     max_new_tokens: int = 256,
     convention: str = "default",
     limit: int | None = None,
     family: str | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """``vlm-r1 eval``: load any checkpoint (full, or a LoRA adapter folder), generate greedily,
-    score, and write ``predictions.jsonl`` and ``metrics.json`` under ``out_dir``."""
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    backend: str = "hf",
+) -> dict[str, Any] | None:
+    """``vlm-r1 eval``: load any checkpoint (full, or a LoRA adapter folder for ``hf``),
+    generate greedily, score, and write ``predictions.jsonl`` and ``metrics.json`` under
+    ``out_dir``.
+
+    Launched as several processes (``torchrun`` / ``accelerate launch``), each generates its
+    share and the main process scores and writes everything: it returns the metrics, every
+    other process returns ``None``. ``batch_size`` left out is the backend's default
+    (:data:`~vlm_r1.eval.options.DEFAULT_BATCH_SIZE`); ``dtype`` left out is float32 on CPU,
+    bfloat16 on CUDA. ``device`` left out is ``cpu`` for ``hf``, where this function always
+    ran, so library callers (the demo) keep their numbers, and ``auto`` for ``vllm``; the
+    command line's default is ``auto``.
+    ``metrics["_meta"]["throughput"]`` holds the generation time and rates.
+    """
     from rich.progress import Progress
 
-    from vlm_r1.models import load_model
+    if device is None:
+        device = "auto" if backend == "vllm" else "cpu"
+    check_eval_options(batch_size, max_new_tokens, limit, convention, device, dtype, backend)
+    processes = launched_processes()
+    resolved = resolve_device(
+        device, processes.local_rank, processes.world_size, cuda_device_count()
+    )
+    vllm_module = None
+    if backend == "vllm":
+        from vlm_r1.eval.vllm_backend import check_vllm_device, require_vllm
 
-    check_eval_options(batch_size, max_new_tokens, limit, convention)
+        vllm_module = require_vllm()
+        check_vllm_device(device, resolved)
+    dtype = dtype or default_dtype(resolved)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE[backend]
     samples = load_eval_samples(data, image_folders, limit)
-    adapter, model, processor = load_model(model_path, family)
-    model.eval()
-    generate = greedy_generator(model, adapter, processor, max_new_tokens)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"eval {Path(data).name}", total=len(samples))
-        metrics, predictions = evaluate_samples(
-            samples,
-            adapter,
-            processor,
-            generate,
-            convention,
-            batch_size,
-            on_batch=lambda n: bar.advance(task, n),
+    with process_group(processes):
+        adapter, processor, prepare, generate = _start_backend(
+            backend,
+            vllm_module,
+            model_path,
+            family,
+            resolved,
+            dtype,
+            processes,
+            max_new_tokens,
+            max(len(s.images) for s in samples),
         )
+        batches = shard_batches(len(samples), batch_size, processes.rank, processes.world_size)
+        barrier(processes)  # time generation only, from when every process has its model
+        started = time.perf_counter()
+        mine = sum(len(b) for b in batches)
+        with Progress(disable=not (progress and processes.is_main), transient=True) as bar:
+            shard = f" (process 0 of {processes.world_size})" if processes.world_size > 1 else ""
+            task = bar.add_task(f"eval {Path(data).name}{shard}", total=mine)
+            done = generate_completions(
+                samples, batches, prepare, generate, on_batch=lambda n: bar.advance(task, n)
+            )
+        gathered = gather_to_main((done, getattr(generate, "generated_tokens", None)), processes)
+        seconds = time.perf_counter() - started
+    if gathered is None:
+        return None
+    completions = merge_shards([part for part, _ in gathered], len(samples))
+    metrics, predictions = score_completions(samples, completions, adapter, convention)
+    counts = [tokens for _, tokens in gathered]
     metrics["_meta"] = {
         "model": str(model_path),
         "data": str(data),
         "convention": convention,
         "samples": len(samples),
+        "backend": backend,
+        "device": resolved.split(":")[0],
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "throughput": throughput(
+            len(samples),
+            None if None in counts else sum(counts),
+            seconds,
+            processes.world_size,
+        ),
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -245,3 +389,65 @@ def evaluate_checkpoint(
                 handle.write(json.dumps(row) + "\n")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def throughput(
+    samples: int, generated_tokens: int | None, seconds: float, processes: int
+) -> dict[str, Any]:
+    """Rates over the generation phase of all processes together (model loading and scoring
+    excluded: they do not grow with the sample count the way generation does)."""
+    seconds = max(seconds, 1e-9)
+    return {
+        "seconds": round(seconds, 3),
+        "processes": processes,
+        "samples_per_s": round(samples / seconds, 3),
+        "generated_tokens": generated_tokens,
+        "generated_tokens_per_s": (
+            None if generated_tokens is None else round(generated_tokens / seconds, 1)
+        ),
+    }
+
+
+def _start_backend(
+    backend: str,
+    vllm_module: Any,
+    model_path: str,
+    family: str | None,
+    device: str,
+    dtype: str,
+    processes: Processes,
+    max_new_tokens: int,
+    max_images: int,
+) -> tuple[VLMAdapter, Any, Prepare, Generate]:
+    """``(adapter, processor, prepare, generate)`` of this process's backend, model loaded."""
+    if backend == "vllm":
+        from vlm_r1.eval.vllm_backend import VLLMGreedyGenerator, scoring_prompt, vllm_checkpoint
+
+        source, adapter, processor = vllm_checkpoint(model_path, family)
+        generate: Generate = VLLMGreedyGenerator.start(
+            vllm_module,
+            source,
+            adapter,
+            processor,
+            dtype=dtype,
+            world_size=processes.world_size,
+            max_images=max_images,
+            max_new_tokens=max_new_tokens,
+        )
+        return adapter, processor, lambda s: scoring_prompt(adapter, processor, s), generate
+    from vlm_r1.models import load_model
+
+    on_gpu = device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.set_device(device)
+    # On a GPU the weights load straight onto it (no full copy in host memory first).
+    adapter, model, processor = load_model(
+        model_path, family, dtype=dtype, **({"device_map": device} if on_gpu else {})
+    )
+    model.eval()
+    return (
+        adapter,
+        processor,
+        lambda s: prepare_prompt(adapter, processor, s),
+        GreedyGenerator(model, adapter, processor, max_new_tokens),
+    )

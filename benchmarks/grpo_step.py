@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import mean as _mean
+from _common import peak_rss_mb as _peak_rss_mb
+from _common import run_child, trl_rec_dataset, trl_rec_rewards
 
 RUNS = ("vlm-r1 shared", "vlm-r1 naive", "trl")
 
@@ -60,10 +62,6 @@ def prepare(workdir: Path, image_size: int, n_prompts: int) -> tuple[Path, Path,
 
 
 # ------------------------------------------------------------------------------ children
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _per_step(stamps: list[float], mu: int) -> float:
     """Seconds per optimiser step over whole rollout batches after the first one."""
     first = mu - 1  # index of the stamp that ends the first rollout batch
@@ -123,36 +121,10 @@ def run_vlm_r1(args: argparse.Namespace, shared: bool) -> dict:
 
 def run_trl(args: argparse.Namespace) -> dict:
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from vlm_r1.data.jsonl import load_sample_images, read_samples
-    from vlm_r1.models import get_adapter
-    from vlm_r1.rewards import resolve_reward
-    from vlm_r1.rewards.registry import call_reward
-
-    adapter = get_adapter("qwen2_5_vl")
-    samples = list(read_samples(args.data))
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": adapter.prompt(s.task, s.question)}],
-            "image": load_sample_images(s)[0],
-            "solution": s.answer_text(),
-        }
-        for s in samples
-    ]
-    dataset = Dataset.from_list(rows)
-    iou, fmt = resolve_reward("rec_iou"), resolve_reward("format")
-
-    def text(completion) -> str:
-        return completion[0]["content"] if isinstance(completion, list) else completion
-
-    def rec_iou(completions, solution, **_):
-        return call_reward(iou, [text(c) for c in completions], solution).scores
-
-    def format_reward(completions, solution, **_):
-        return call_reward(fmt, [text(c) for c in completions], solution).scores
+    dataset = trl_rec_dataset(args.data)
 
     class Stamps(TrainerCallback):
         def __init__(self):
@@ -195,7 +167,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     stamps = Stamps()
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[rec_iou, format_reward],
+        reward_funcs=trl_rec_rewards(),
         args=config,
         train_dataset=dataset,
         processing_class=processor,
@@ -205,11 +177,6 @@ def run_trl(args: argparse.Namespace) -> dict:
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     tokens = [(args.prompt_tokens + h["completions/mean_length"]) * completions for h in logs]
     return {"seconds_per_step": _per_step(stamps.stamps, args.mu), "tokens_per_step": _mean(tokens)}
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / max(len(values), 1)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -291,12 +258,7 @@ def _spawn(args, run: str, mu: int, model: Path, data: Path, workdir: Path) -> d
         "--prompt-tokens",
         str(args.prompt_tokens),
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-        raise SystemExit(f"benchmark run {run!r} (mu={mu}) failed")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_child(command, f"{run!r} (mu={mu})")
 
 
 def _report(results: dict, args: argparse.Namespace) -> None:

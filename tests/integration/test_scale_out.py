@@ -132,12 +132,12 @@ def run(command: list[str], timeout: int = RUN_TIMEOUT) -> subprocess.CompletedP
 
 
 def write_config(
-    folder: Path, name: str, model: Path, data: Path, lora: bool, **sections: dict
+    folder: Path, name: str, model_path: Path, data: Path, lora: bool, **sections: dict
 ) -> Path:
     """The matrix's GRPO config; keyword sections (``optim={...}``) update its values."""
     config = {
         "model": {
-            "path": str(model),
+            "path": str(model_path),
             "freeze_vision": lora,
             "lora": {"enabled": lora, "r": 4, "alpha": 8, "dropout": 0.0},
         },
@@ -475,7 +475,7 @@ def test_bf16_reference_computes_in_the_policys_precision(tmp_path, shapes_rec):
             model,
             shapes_rec,
             lora=False,
-            model={"path": str(model), "dtype": dtype},
+            model={"dtype": dtype},
             algo={"num_iterations": 1},
             optim={"max_steps": 2},
         )

@@ -175,11 +175,16 @@ class Engine:
     def reference(self) -> Iterator[torch.nn.Module]:
         """The reference policy for the KL term: the frozen copy, or the LoRA model with adapters off."""
         if self.ref_model is not None:
-            with self.parallel.reference_precision():
+            with self.parallel.precision_context():
                 yield self.ref_model
             return
         with self.unwrapped().disable_adapter():
             yield self.model
+
+    def precision_context(self) -> Any:
+        """Context for a forward that bypasses the prepared model's ``forward`` (e.g. calling
+        its vision encoder): the run's compute precision (bf16 autocast when mixed)."""
+        return self.parallel.precision_context()
 
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)

@@ -120,3 +120,28 @@ def test_a_short_bf16_run_tracks_fp32(tmp_path, tiny_path, rec_samples):
     assert fp32[-1] < fp32[0] and bf16[-1] < bf16[0]
     for a, b in zip(bf16, fp32, strict=True):
         assert a == pytest.approx(b, rel=2e-2)
+
+
+def test_the_vision_encoder_called_directly_computes_in_bf16_too(tmp_path, tiny_path, rec_samples):
+    """Shared image features call ``get_image_features`` on the unwrapped model, outside the
+    prepared forward's autocast: the engine's precision context must cover it (the GRPO
+    trainer encodes under it), or the tower computes in fp32 next to a bf16 policy."""
+    from vlm_r1.policy.image_features import SharedImageFeatures
+
+    engine = make_engine(tmp_path, tiny_path, "bfloat16", lr=1e-6)
+    prompts = [prepare_prompt(engine.adapter, engine.processor, s) for s in rec_samples[:2]]
+    linear = next(
+        m
+        for name, m in engine.unwrapped().named_modules()
+        if isinstance(m, torch.nn.Linear) and engine.adapter.is_vision_module(name + ".weight")
+    )
+    seen = []
+    hook = linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    with torch.no_grad():
+        SharedImageFeatures.encode(engine.unwrapped(), prompts)
+        assert seen == [torch.float32] * len(seen) and seen  # bypassed: no autocast
+        seen.clear()
+        with engine.precision_context():
+            SharedImageFeatures.encode(engine.unwrapped(), prompts)
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}

@@ -54,10 +54,12 @@ class Parallelism:
 
         return _frozen(copy.deepcopy(model)).to(self.accelerator.device)
 
-    def reference_precision(self) -> Any:
-        """Context for the frozen reference's forwards: the policy's precision. accelerate
-        runs the prepared policy under autocast (mixed_precision bf16), so the copy does too;
-        without it the step-1 KL is not 0. FSDP2 and DeepSpeed carry precision in the model."""
+    def precision_context(self) -> Any:
+        """Context for forwards that do not go through the prepared policy's ``forward`` (the
+        frozen reference, the vision encoder called directly): the policy's precision.
+        accelerate runs the prepared policy under autocast (mixed_precision bf16), so these run
+        under it too; without it the reference's step-1 KL is not 0 and the encoder computes in
+        fp32. FSDP2 and DeepSpeed carry precision in the model itself."""
         return self.accelerator.autocast()
 
     def prepare(
@@ -193,7 +195,7 @@ class FSDP2(Parallelism):
         optimizer.register_step_post_hook(self._count_step)
         return model, optimizer, make_scheduler(optimizer)
 
-    def reference_precision(self) -> Any:
+    def precision_context(self) -> Any:
         return nullcontext()
 
     def micro_batch(self, model: torch.nn.Module, last: bool):
@@ -341,7 +343,7 @@ class DeepSpeedZeRO(Parallelism):
             if registered is not None:
                 set_hf_deepspeed_config(registered)
 
-    def reference_precision(self) -> Any:
+    def precision_context(self) -> Any:
         return nullcontext()
 
     def micro_batch(self, model: torch.nn.Module, last: bool):

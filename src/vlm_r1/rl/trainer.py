@@ -356,9 +356,10 @@ class GRPOTrainer:
         """The rollout's unique prompts through ``model``'s vision encoder (None: not sharing)."""
         if not self.sharing.share_image_features or not has_images(rollout.prompts):
             return None
-        return SharedImageFeatures.encode(
-            self.engine.accelerator.unwrap_model(model), rollout.prompts
-        )
+        with self.engine.precision_context():  # get_image_features bypasses the autocast
+            return SharedImageFeatures.encode(
+                self.engine.accelerator.unwrap_model(model), rollout.prompts
+            )
 
     def _logps_in_chunks(
         self, model: torch.nn.Module, rollout: Rollout, features: SharedImageFeatures | None

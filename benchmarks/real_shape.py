@@ -1,6 +1,6 @@
 """One GRPO step at Qwen2.5-VL-3B's real widths: vlm-r1 vs TRL's GRPOTrainer, per phase.
 
-    python benchmarks/real_shape.py                 # ~15 minutes on an idle 2-core CPU
+    python benchmarks/real_shape.py                 # 16 minutes on an idle 2-core CPU
     python benchmarks/real_shape.py --max-completion 256   # the issue's length: ~20 minutes
     python benchmarks/real_shape.py --smoke         # tiny widths, 8 tokens: 1-2 minutes
 

@@ -12,7 +12,7 @@ against. ``RolloutBackend`` is the interface a vLLM backend implements.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -293,20 +293,14 @@ class HFRollout:
         features = {k: v.to(model.device) for k, v in features.items()}
         length = int(features["input_ids"].shape[1])
         if self.shared_prefill:
-            try:
-                return self._shared_prefill(
+            out = self._shared_or_none(
+                model,
+                lambda: self._shared_prefill(
                     model, features, length, seed, params.num_generations, kwargs
-                )
-            except torch.OutOfMemoryError:
-                raise
-            except (
-                TypeError,
-                ValueError,
-                AttributeError,
-                NotImplementedError,
-                RuntimeError,
-            ) as err:
-                self._give_up_shared_prefill(model, err)
+                ),
+            )
+            if out is not None:
+                return out
         batch = stack_prompts([features] * params.num_generations, self.pad_token_id)
         torch.manual_seed(seed)
         return model.generate(**batch, **kwargs)[:, length:]
@@ -329,14 +323,23 @@ class HFRollout:
         torch.manual_seed(seed)
         return model.generate(**repeated, cache=cache, **kwargs)[:, length:]
 
-    def _give_up_shared_prefill(self, model: Any, err: BaseException) -> None:
-        logger.warning(
-            "shared-prefill generation is not supported by %s (%s: %s); using plain generation",
-            type(model).__name__,
-            type(err).__name__,
-            err,
-        )
-        self.shared_prefill = False
+    def _shared_or_none(self, model: Any, generate: Callable[[], torch.Tensor]) -> Any:
+        """``generate()`` (a shared-prefill path), or None with shared prefill switched off and
+        a log line when the model cannot continue from a repeated cache. Running out of memory
+        is not that: it propagates."""
+        try:
+            return generate()
+        except torch.OutOfMemoryError:
+            raise
+        except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError) as err:
+            logger.warning(
+                "shared-prefill generation is not supported by %s (%s: %s); using plain generation",
+                type(model).__name__,
+                type(err).__name__,
+                err,
+            )
+            self.shared_prefill = False
+            return None
 
     # ------------------------------------------------------------ several prompts per call
     def generate_prompts(
@@ -357,20 +360,14 @@ class HFRollout:
             if all(is_sequence_tensor(f[key], int(f["input_ids"].shape[1])) for f in features)
         ]
         if self.shared_prefill:
-            try:
-                return self._shared_prefill_batch(
+            out = self._shared_or_none(
+                model,
+                lambda: self._shared_prefill_batch(
                     model, features, sequence_keys, g, self._batched_kwargs(params, seeds)
-                )
-            except torch.OutOfMemoryError:
-                raise
-            except (
-                TypeError,
-                ValueError,
-                AttributeError,
-                NotImplementedError,
-                RuntimeError,
-            ) as err:
-                self._give_up_shared_prefill(model, err)
+                ),
+            )
+            if out is not None:
+                return out
         rows = stack_prompts([f for f in features for _ in range(g)], self.pad_token_id)
         length = int(rows["input_ids"].shape[1])
         return model.generate(**rows, **self._batched_kwargs(params, seeds))[:, length:]

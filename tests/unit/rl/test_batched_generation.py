@@ -245,3 +245,21 @@ def test_prompts_per_generation_accepted_values_reach_the_backend():
         assert isinstance(built, HFRollout) and built.prompts_per_generation == value
     with pytest.raises(ValueError, match="prompts_per_generation"):
         HFRollout(None, [2], 0, prompts_per_generation=-1)
+
+
+def test_shared_prefill_steps_aside_once_for_an_unsupported_model_but_not_for_oom(caplog):
+    backend = HFRollout(processor=None, eos_token_ids=[0], pad_token_id=0)
+
+    def unsupported():
+        raise NotImplementedError("no cache repeat")
+
+    def out_of_memory():
+        raise torch.OutOfMemoryError("no memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        backend._shared_or_none(object(), out_of_memory)
+    assert backend.shared_prefill  # memory is not a reason to give the path up
+    assert backend._shared_or_none(object(), lambda: "tokens") == "tokens"
+    assert backend._shared_or_none(object(), unsupported) is None
+    assert not backend.shared_prefill
+    assert "shared-prefill generation is not supported by object" in caplog.text

@@ -79,3 +79,50 @@ def trl_rec_rewards() -> list:
         return call_reward(fmt, [text(c) for c in completions], solution).scores
 
     return [rec_iou, format_reward]
+
+
+def trl_trainer(args, output_dir: str, callback, **settings):
+    """TRL's ``GRPOTrainer`` as both benchmarks run it on the REC prompts of ``args.data``:
+    CPU, fp32, no gradient checkpointing, plain sampling (temperature 1, no top-p/top-k), beta
+    0.04, loss "grpo", no checkpoints, one worker, seed 0, left-padded prompts. ``args`` gives
+    the model folder and the shapes (prompts, generations, micro-batch, completion length);
+    ``settings`` are the remaining ``GRPOConfig`` fields (learning rate, steps, ...)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import GRPOConfig, GRPOTrainer
+
+    config = GRPOConfig(
+        output_dir=output_dir,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.prompts * args.generations // args.micro_batch,
+        num_generations=args.generations,
+        max_completion_length=args.max_completion,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        beta=0.04,
+        loss_type="grpo",
+        scale_rewards="group",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+        **settings,
+    )
+    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(args.model)
+    processor.tokenizer.padding_side = "left"
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=trl_rec_rewards(),
+        args=config,
+        train_dataset=trl_rec_dataset(args.data),
+        processing_class=processor,
+        callbacks=[callback],
+    )

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _common import mean as _mean
 from _common import peak_rss_mb as _peak_rss_mb
-from _common import run_child, trl_rec_dataset, trl_rec_rewards
+from _common import run_child, trl_trainer
 
 RUNS = ("vlm-r1 shared", "vlm-r1 naive", "trl")
 
@@ -120,11 +120,7 @@ def run_vlm_r1(args: argparse.Namespace, shared: bool) -> dict:
 
 
 def run_trl(args: argparse.Namespace) -> dict:
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    dataset = trl_rec_dataset(args.data)
+    from transformers import TrainerCallback
 
     class Stamps(TrainerCallback):
         def __init__(self):
@@ -134,44 +130,14 @@ def run_trl(args: argparse.Namespace) -> dict:
             self.stamps.append(time.perf_counter())
 
     completions = args.prompts * args.generations
-    accumulation = completions // args.micro_batch
-    config = GRPOConfig(
-        output_dir=str(Path(args.workdir) / f"trl-mu{args.mu}"),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        per_device_train_batch_size=args.micro_batch,
-        gradient_accumulation_steps=accumulation,
-        num_generations=args.generations,
-        max_completion_length=args.max_completion,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        beta=0.04,
+    stamps = Stamps()
+    trainer = trl_trainer(
+        args,
+        str(Path(args.workdir) / f"trl-mu{args.mu}"),
+        stamps,
         num_iterations=args.mu,
-        loss_type="grpo",
-        scale_rewards="group",
         learning_rate=1e-5,
         max_steps=args.mu * (1 + args.batches),
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        shuffle_dataset=False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        seed=0,
-    )
-    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(args.model)
-    processor.tokenizer.padding_side = "left"
-    stamps = Stamps()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=trl_rec_rewards(),
-        args=config,
-        train_dataset=dataset,
-        processing_class=processor,
-        callbacks=[stamps],
     )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]

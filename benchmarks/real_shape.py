@@ -107,7 +107,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _common import peak_rss_mb, run_child, trl_rec_dataset, trl_rec_rewards
+from _common import peak_rss_mb, run_child, trl_trainer
 
 RUNS = ("build", "vlm-r1", "trl", "logprobs-chunked", "logprobs-plain")
 PHASES = ("generation", "rewards & other", "ref log-probs", "update", "step")
@@ -340,9 +340,8 @@ def run_vlm_r1(args: argparse.Namespace) -> dict:
 
 
 def run_trl(args: argparse.Namespace) -> dict:
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import Trainer, TrainerCallback
+    from trl import GRPOTrainer
 
     timers = PhaseTimers()
     collect = "_generate_and_score_completions"
@@ -366,46 +365,16 @@ def run_trl(args: argparse.Namespace) -> dict:
         def on_step_end(self, *a, **k):
             self.end.append(time.perf_counter())
 
-    completions = args.prompts * args.generations
-    config = GRPOConfig(
-        output_dir=str(Path(args.workdir) / "trl"),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        per_device_train_batch_size=args.micro_batch,
-        gradient_accumulation_steps=completions // args.micro_batch,
-        num_generations=args.generations,
-        max_completion_length=args.max_completion,
+    stamps = Stamps()
+    trainer = trl_trainer(
+        args,
+        str(Path(args.workdir) / "trl"),
+        stamps,
         generation_kwargs={"min_new_tokens": args.max_completion},  # hold EOS off, as vlm-r1
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        beta=0.04,
         num_iterations=1,
-        loss_type="grpo",
-        scale_rewards="group",
         learning_rate=1e-6,
         max_grad_norm=1.0,
         max_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        shuffle_dataset=False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        seed=0,
-    )
-    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(args.model)
-    processor.tokenizer.padding_side = "left"
-    stamps = Stamps()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=trl_rec_rewards(),
-        args=config,
-        train_dataset=trl_rec_dataset(args.data),
-        processing_class=processor,
-        callbacks=[stamps],
     )
     trainer.train()
     s = timers.seconds

@@ -290,15 +290,14 @@ def run_vlm_r1(args: argparse.Namespace) -> dict:
     from vlm_r1.rl import trainer as grpo
     from vlm_r1.rl.rollout import HFRollout
 
-    # Hold EOS off: every completion is max_new_tokens long. The generate() arguments are built
-    # in _common_kwargs (both generation paths) or, in older versions, in _sampling_kwargs.
-    name = "_common_kwargs" if hasattr(HFRollout, "_common_kwargs") else "_sampling_kwargs"
-    generate_kwargs = getattr(HFRollout, name)
+    # Hold EOS off: every completion is max_new_tokens long. _common_kwargs builds the
+    # generate() arguments of both generation paths.
+    generate_kwargs = HFRollout._common_kwargs
 
-    def forced_length(self, params, *args):
-        return {**generate_kwargs(self, params, *args), "min_new_tokens": params.max_new_tokens}
+    def forced_length(self, params):
+        return {**generate_kwargs(self, params), "min_new_tokens": params.max_new_tokens}
 
-    setattr(HFRollout, name, forced_length)
+    HFRollout._common_kwargs = forced_length
     grpo.GRPOTrainer.save = lambda self: None  # the step, not checkpoint writing
     timers = PhaseTimers()
     for name in ("rollout", "sample_groups", "collect", "update"):

@@ -1,10 +1,12 @@
 """GRPO end to end on a tiny Qwen2.5-VL and shapes REC data."""
 
 import json
+import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
 from vlm_r1.config import load_config
 from vlm_r1.models import get_adapter
@@ -43,6 +45,7 @@ VARIANTS = [
     pytest.param(
         {"model": {"gradient_checkpointing": True}, "algo": {"beta": 0.04}}, id="grad-ckpt"
     ),
+    pytest.param({"algo": {"top_entropy_quantile": 0.2}}, id="top-entropy"),
 ]
 
 
@@ -71,6 +74,9 @@ def test_full_finetune_variants(make_config, tiny_path, overrides):
         assert changed & vision, "vision weights should change when not frozen"
     history = read_metrics(out)
     assert [h["step"] for h in history] == [1, 2, 3]
+    # The policy's mean token entropy: positive, at most log(vocabulary) (uniform).
+    vocab = AutoConfig.from_pretrained(tiny_path("qwen2_5_vl")).get_text_config().vocab_size
+    assert all(0 < h["entropy"] <= math.log(vocab) for h in history)
     if config.algo.beta > 0:
         assert any(h["kl"] > 0 for h in history[1:])
     from transformers import AutoModelForImageTextToText, AutoProcessor

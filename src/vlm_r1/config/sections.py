@@ -172,6 +172,10 @@ class AlgoConfig:
     kl_bias_correction: bool = False
     """Multiply the k3 KL by the importance ratio pi/pi_old (TRL's use_bias_correction_kl,
     DeepSeek-V3.2): an unbiased KL gradient when mu > 1. Off matches VLM-R1."""
+    top_entropy_quantile: Annotated[float, Bounds(0, 1, low_open=True)] = 1.0
+    """Train the policy-gradient term only on the top fraction of completion tokens by entropy
+    (each micro-batch's tokens on each process; Wang et al. 2025 keep 0.2; TRL's name). The KL
+    term still counts every token. 1.0 keeps all tokens."""
 
     def validate(self) -> None:
         if self.epsilon_high is None:

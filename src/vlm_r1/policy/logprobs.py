@@ -10,12 +10,15 @@ Even those ``[N, T, V]`` logits are never held whole: every pass swaps the model
 recomputes each chunk in backward (see that module for why the head runs inside the model's
 forward). :func:`token_logprobs` is the plain computation on whole logits, kept as the
 reference the chunked path is tested against.
+
+Every pass can also return each completion token's entropy (``with_entropy=True``, a
+:class:`TokenScores`), computed by the scoring head from the same chunks of logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -24,6 +27,14 @@ from vlm_r1.policy.scoring_head import DEFAULT_CHUNK_TOKENS, scoring_dtype, scor
 
 #: Tensors the language forward does not need when encoder outputs are passed in.
 REPLACED_INPUTS = ("pixel_values",)
+
+
+class TokenScores(NamedTuple):
+    """What a pass with ``with_entropy=True`` returns: per-token log-probs (with gradient when
+    autograd records) and entropies of the tempered distribution (no gradient), both ``[N, T]``."""
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor
 
 
 def token_logprobs(
@@ -48,7 +59,8 @@ def completion_logprobs(
     image_features: dict[str, Any] | None = None,
     *,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | TokenScores:
     """Log-probs ``[N, T]`` of each row's completion given its prompt (row i <-> prompts[i]).
 
     ``image_features``: precomputed vision encoder outputs for these rows, in transformers'
@@ -61,10 +73,11 @@ def completion_logprobs(
     )
     completion_ids = completion_ids.to(device)
     t = completion_ids.shape[1]
-    with scoring_head(model, temperature, chunk_tokens) as head:
+    with scoring_head(model, temperature, chunk_tokens, with_entropy) as head:
         # Position j of the last T + 1 predicts completion token j; the last one is unused.
         head.set_targets(completion_ids)
-        return model(**batch, logits_to_keep=t + 1, use_cache=False).logits  # [N, T]
+        logps = model(**batch, logits_to_keep=t + 1, use_cache=False).logits  # [N, T]
+    return TokenScores(logps, head.entropies[0]) if with_entropy else logps
 
 
 def completion_batch(
@@ -115,7 +128,8 @@ def shared_prefix_logprobs(
     image_features: dict[str, Any] | None = None,
     *,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | TokenScores:
     """Log-probs ``[N, T]`` like :func:`completion_logprobs`, running each prompt once.
 
     Row ``r`` continues ``prompts[row_prompt[r]]``. The G completions of a group share their
@@ -140,7 +154,7 @@ def shared_prefix_logprobs(
     adapter.reset_positions(model)  # never read a previous batch's position state
     rows = torch.as_tensor(list(row_prompt), device=device)
     completion_ids = completion_ids.to(device)
-    with scoring_head(model, temperature, chunk_tokens) as head:
+    with scoring_head(model, temperature, chunk_tokens, with_entropy) as head:
         head.set_targets(completion_ids[:, :1], rows=rows)
         out = model(**prefix, use_cache=True, logits_to_keep=1)
         first = out.logits  # [N, 1]
@@ -166,7 +180,8 @@ def shared_prefix_logprobs(
             cache=cache,
             use_cache=True,
         ).logits  # [N, T - 1]
-    return torch.cat([first, rest], dim=1)
+    logps = torch.cat([first, rest], dim=1)
+    return TokenScores(logps, torch.cat(head.entropies, dim=1)) if with_entropy else logps
 
 
 def group_logprobs(
@@ -182,13 +197,14 @@ def group_logprobs(
     share_prefix: bool = False,
     *,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | TokenScores:
     """Log-probs ``[len(rows), T]`` of ``rows`` of a grouped batch, where row r continues
     ``prompts[r // group_size]``: through :func:`shared_prefix_logprobs` (each prompt once)
     when ``share_prefix``, else :func:`completion_logprobs`. ``image_features`` is a
     ``SharedImageFeatures`` of ``prompts`` or None. Both paths give the same numbers
     (tests/unit/policy/test_image_features.py). ``chunk_tokens``: most tokens whose logits
-    exist at once (``policy.scoring_head``)."""
+    exist at once (``policy.scoring_head``); ``with_entropy``: return :class:`TokenScores`."""
     args = (
         completion_ids[rows.start : rows.stop],
         completion_mask[rows.start : rows.stop],
@@ -205,6 +221,7 @@ def group_logprobs(
             *args,
             image_features=image_features.for_rows(unique) if image_features is not None else None,
             chunk_tokens=chunk_tokens,
+            with_entropy=with_entropy,
         )
     return completion_logprobs(
         model,
@@ -212,4 +229,5 @@ def group_logprobs(
         *args,
         image_features=image_features.for_rows(groups) if image_features is not None else None,
         chunk_tokens=chunk_tokens,
+        with_entropy=with_entropy,
     )

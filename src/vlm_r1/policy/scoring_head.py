@@ -26,6 +26,11 @@ forward (edges from each chunk to the head's parameters, so DDP's unused-paramet
 per-parameter hooks see them, and one leaf used by many chunks and by the tied input embedding
 accumulates once), drops the activations, and reruns the module call in backward under the
 same autocast state. Reentrant checkpointing would hide the parameters from the forward graph.
+
+Entropy. With ``with_entropy`` the head also gives each scored token's entropy
+``H = -sum_v p_v log p_v`` of the same tempered distribution, from the same chunk of logits
+(no second forward; no gradient: it is a diagnostic and a token selector, as in TRL). It costs
+a few elementwise passes over the chunk's logits, against the ``[C, H] x [H, V]`` projection.
 """
 
 from __future__ import annotations
@@ -47,14 +52,30 @@ def scoring_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def entropy_from_logits(scaled: torch.Tensor) -> torch.Tensor:
+    """``-sum_v p_v log p_v`` over the last axis of (tempered) logits, without a gradient.
+
+    One chunk-sized temporary (the probabilities, overwritten in place by ``entr``), and
+    ``torch.special.entr`` takes ``0 log 0 = 0`` (``-inf`` logits, underflow) instead of nan."""
+    with torch.no_grad():
+        p = torch.softmax(scaled, dim=-1)
+        return torch.special.entr(p, out=p).sum(-1)
+
+
 def score_tokens(
-    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """``log_softmax(head(hidden) / temperature)`` at ``targets``: ``[C, H] x [C] -> [C]``."""
+    head: nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``log_softmax(head(hidden) / temperature)`` at ``targets``: ``[C, H] x [C] -> [C]``;
+    with ``with_entropy`` also the entropy of each token's distribution, ``[C]``."""
     logits = head(hidden)
     scaled = logits.to(scoring_dtype(logits.dtype)) / temperature
     picked = torch.gather(scaled, -1, targets.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(scaled, dim=-1)
+    logps = picked - torch.logsumexp(scaled, dim=-1)
+    return (logps, entropy_from_logits(scaled)) if with_entropy else logps
 
 
 def chunked_scores(
@@ -63,20 +84,26 @@ def chunked_scores(
     targets: torch.Tensor,  # [C]
     temperature: float,
     chunk_tokens: int,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """:func:`score_tokens` over ``chunk_tokens`` rows at a time; each chunk recomputed in
-    backward when autograd records (see the module docstring for why checkpointing)."""
+    backward when autograd records (see the module docstring for why checkpointing); with
+    ``with_entropy`` a pair ``(log-probs, entropies)``."""
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     parts = []
     # One split (not slicing per chunk): its backward joins the chunks' gradients in one cat.
     for h, t in zip(hidden.split(chunk_tokens), targets.split(chunk_tokens), strict=True):
+        args = (head, h, t, temperature, with_entropy)
         if torch.is_grad_enabled():
-            parts.append(checkpoint(score_tokens, head, h, t, temperature, use_reentrant=False))
+            parts.append(checkpoint(score_tokens, *args, use_reentrant=False))
         else:
-            parts.append(score_tokens(head, h, t, temperature))
+            parts.append(score_tokens(*args))
     if not parts:  # no tokens to score (e.g. the tail pass of one-token completions)
-        return hidden.new_zeros(0, dtype=scoring_dtype(hidden.dtype))
+        empty = hidden.new_zeros(0, dtype=scoring_dtype(hidden.dtype))
+        return (empty, empty.clone()) if with_entropy else empty
+    if with_entropy:
+        return torch.cat([lp for lp, _ in parts]), torch.cat([e for _, e in parts])
     return torch.cat(parts)
 
 
@@ -87,14 +114,20 @@ class ScoringHead(nn.Module):
     ``rows`` (``[M]`` indices into the batch, e.g. which cached prefix each completion
     continues); position ``j < K`` of row ``m`` of ``hidden[rows]`` is scored against
     ``targets[m, j]``. Targets are used once, so a call nobody configured fails loudly instead
-    of scoring stale tokens.
+    of scoring stale tokens. With ``with_entropy`` each call's token entropies ``[M, K]`` are
+    appended to :attr:`entropies` (the call still returns the log-probs, which the model's
+    forward hands back as ``.logits``).
     """
 
-    def __init__(self, head: nn.Module, temperature: float, chunk_tokens: int) -> None:
+    def __init__(
+        self, head: nn.Module, temperature: float, chunk_tokens: int, with_entropy: bool = False
+    ) -> None:
         super().__init__()
         self.head = head  # a child, so hooks and parameter ownership stay with it
         self.temperature = temperature
         self.chunk_tokens = chunk_tokens
+        self.with_entropy = with_entropy
+        self.entropies: list[torch.Tensor] = []
         self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def set_targets(self, targets: torch.Tensor, rows: torch.Tensor | None = None) -> None:
@@ -113,8 +146,16 @@ class ScoringHead(nn.Module):
             )
         flat = hidden[:, :k].reshape(m * k, hidden.shape[-1])
         scores = chunked_scores(
-            self.head, flat, targets.reshape(-1), self.temperature, self.chunk_tokens
+            self.head,
+            flat,
+            targets.reshape(-1),
+            self.temperature,
+            self.chunk_tokens,
+            self.with_entropy,
         )
+        if self.with_entropy:
+            scores, entropy = scores
+            self.entropies.append(entropy.view(m, k))
         return scores.view(m, k)
 
 
@@ -150,13 +191,16 @@ def head_slot(model: nn.Module) -> tuple[nn.Module, str]:
 
 @contextmanager
 def scoring_head(
-    model: nn.Module, temperature: float = 1.0, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    model: nn.Module,
+    temperature: float = 1.0,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    with_entropy: bool = False,
 ) -> Iterator[ScoringHead]:
     """Swap the model's output embedding for a :class:`ScoringHead` for the ``with`` block;
     the original module object is put back on exit, exception or not."""
     parent, name = head_slot(model)
     original = getattr(parent, name)
-    scorer = ScoringHead(original, temperature, chunk_tokens)
+    scorer = ScoringHead(original, temperature, chunk_tokens, with_entropy)
     setattr(parent, name, scorer)
     try:
         yield scorer

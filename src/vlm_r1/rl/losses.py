@@ -25,6 +25,11 @@ finite when the policy drifts far below the reference (VLM-R1 users hit NaN from
 still pulling those tokens back. ``num_sequences`` is the number of sequences in the whole step,
 so grad accumulation yields the step's mean. A step whose completions are all masked gives
 loss 0 and gradient 0 in every variant.
+
+High-entropy token selection (Wang et al. 2025, "Beyond the 80/20 rule", arXiv 2506.01939; TRL's
+``top_entropy_quantile``): with an ``entropy_mask`` only the selected tokens keep their
+policy-gradient term; the KL term and every normaliser still count all completion tokens, so
+the loss scale does not jump with the quantile (as in TRL's GRPOTrainer).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class LossInputs:
     advantages: torch.Tensor  # [N]
     mask: torch.Tensor  # [N, T] 1 for completion tokens that count
     ref_logps: torch.Tensor | None = None  # [N, T] reference log-probs (beta > 0)
+    entropy_mask: torch.Tensor | None = None  # [N, T] 1: the policy-gradient term counts
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ def _per_token(
     mask = x.mask.to(x.logps.dtype)
     loss = _clipped_surrogate(ratio, x.advantages, s)
     metrics = _clip_metrics(ratio.detach(), x.advantages, mask, s)
+    if x.entropy_mask is not None:
+        loss = loss * x.entropy_mask.to(loss.dtype)
     if s.beta > 0:
         if x.ref_logps is None:
             raise ValueError("beta > 0 needs ref_logps")
@@ -122,6 +130,21 @@ def _per_token(
         loss = loss + s.beta * kl
         metrics["kl"] = _masked_mean(kl.detach(), mask)
     return loss, metrics
+
+
+def high_entropy_mask(
+    entropy: torch.Tensor, mask: torch.Tensor, top_quantile: float
+) -> torch.Tensor:
+    """``[N, T]`` 1 for the counted tokens (``mask``) whose entropy is at least the
+    ``1 - top_quantile`` quantile of the counted tokens' entropies (linear interpolation, as
+    ``torch.quantile``), else 0. ``top_quantile = 1`` keeps every counted token; ties at the
+    threshold are all kept. No counted token: all zeros."""
+    counted = mask.bool()
+    values = entropy[counted].double()
+    if top_quantile >= 1.0 or values.numel() == 0:
+        return counted.to(entropy.dtype)
+    threshold = torch.quantile(values, 1.0 - top_quantile)
+    return (counted & (entropy.double() >= threshold)).to(entropy.dtype)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

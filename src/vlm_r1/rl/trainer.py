@@ -34,12 +34,12 @@ from vlm_r1.engine import (
     launched_as_main_process,
 )
 from vlm_r1.policy.image_features import SharedImageFeatures, has_images
-from vlm_r1.policy.logprobs import group_logprobs
+from vlm_r1.policy.logprobs import TokenScores, group_logprobs
 from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt
 from vlm_r1.policy.sampling import PromptSampler
 from vlm_r1.policy.sharing import sharing_plan
 from vlm_r1.rl.advantages import ADVANTAGES, step_advantages, zero_variance_groups
-from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings
+from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings, high_entropy_mask
 from vlm_r1.rl.monitors import rollout_monitors
 from vlm_r1.rl.rollout import HFRollout, Rollout, RolloutBackend, SamplingParams
 from vlm_r1.rl.rollout_log import write_rollouts
@@ -289,12 +289,18 @@ class GRPOTrainer:
             features = encoded.trainable() if encoded is not None else None
         collected: dict[str, list[torch.Tensor]] = {}
         loss_total = torch.zeros(())
+        entropy_sum, entropy_tokens = torch.zeros((), dtype=torch.float64), 0.0
         for k, start in enumerate(starts):
             rows = slice(start, start + cfg.optim.micro_batch_size)
             last_chunk = k == len(starts) - 1  # the step's gradients are complete after it
             with engine.micro_batch(last_chunk):
-                logps = self._logps(engine.model, rollout, range(n)[rows], features)
+                logps, entropy = self._logps(
+                    engine.model, rollout, range(n)[rows], features, with_entropy=True
+                )
                 device = logps.device
+                completion = rollout.completion_mask[rows].to(device, entropy.dtype)
+                entropy_sum += (entropy * completion).sum().double().cpu()
+                entropy_tokens += float(completion.sum())
                 inputs = LossInputs(
                     logps=logps,
                     old_logps=batch.old_logps[rows].to(device)
@@ -304,6 +310,11 @@ class GRPOTrainer:
                     mask=mask[rows].to(device),
                     ref_logps=batch.ref_logps[rows].to(device)
                     if batch.ref_logps is not None
+                    else None,
+                    entropy_mask=high_entropy_mask(
+                        entropy, mask[rows].to(device), cfg.algo.top_entropy_quantile
+                    )
+                    if cfg.algo.top_entropy_quantile < 1.0
                     else None,
                 )
                 loss, metrics = self.loss_fn(inputs, settings)
@@ -324,6 +335,9 @@ class GRPOTrainer:
             )
         metrics = {k: torch.stack(v).mean() for k, v in collected.items()}
         metrics.update(
+            # Mean over this step's completion tokens of the policy's per-token entropy (nats,
+            # at the sampling temperature), from the update's own forward.
+            entropy=entropy_sum / max(entropy_tokens, 1.0),
             loss=loss_total,
             grad_norm=grad_norm,
             optimizer_steps=engine.optimizer_steps,
@@ -378,8 +392,10 @@ class GRPOTrainer:
         rollout: Rollout,
         rows: range,
         features: SharedImageFeatures | None,
-    ) -> torch.Tensor:
-        """Per-token log-probs ``[len(rows), T]`` of rollout rows under ``model``."""
+        with_entropy: bool = False,
+    ) -> torch.Tensor | TokenScores:
+        """Per-token log-probs ``[len(rows), T]`` of rollout rows under ``model`` (and their
+        entropies, with ``with_entropy``)."""
         return group_logprobs(
             model,
             rollout.prompts,
@@ -391,6 +407,7 @@ class GRPOTrainer:
             self.config.rollout.temperature,
             image_features=features,
             share_prefix=self.sharing.share_prompt_prefix,
+            with_entropy=with_entropy,
         )
 
     # --------------------------------------------------------------------------- logging

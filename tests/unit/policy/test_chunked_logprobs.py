@@ -24,6 +24,7 @@ from vlm_r1.data.shapes import write_shapes
 from vlm_r1.models import family_names, load_model
 from vlm_r1.policy import scoring_head as scoring_head_module
 from vlm_r1.policy.logprobs import (
+    TokenScores,
     completion_batch,
     completion_logprobs,
     shared_prefix_logprobs,
@@ -280,3 +281,58 @@ def test_wrapped_models_score_through_their_head(tiny_path, samples):
         )
     assert (got - plain_logps).abs().max() <= VALUE_TOL
     assert b.model.get_output_embeddings() is inner
+
+
+def _reference_entropy(b):
+    """Full-softmax entropy of the tempered distribution at every completion position, from
+    whole logits: ``-sum_v p_v log p_v`` written out (no ``entr``, no chunks)."""
+    batch = completion_batch(b.rows, b.ids, b.mask, b.pad, "cpu")
+    with torch.no_grad():
+        logits = b.model(**batch, logits_to_keep=T + 1, use_cache=False).logits[:, :-1]
+        logp = torch.log_softmax(logits.double() / TEMPERATURE, dim=-1)
+        return -(logp.exp() * logp).sum(-1)
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_entropy_equals_the_full_softmax_reference_on_both_paths(family, tiny_path, samples):
+    b = Batch(family, tiny_path, samples)
+    expected = _reference_entropy(b)
+    plain_logps = b.plain().detach()
+    assert expected.min() > 0.1  # a real distribution, not a one-hot (the check would be empty)
+    for path in ("chunked", "prefix"):
+        kwargs = dict(chunk_tokens=CHUNK, with_entropy=True)
+        if path == "chunked":
+            scores = completion_logprobs(
+                b.model, b.rows, b.ids, b.mask, b.pad, TEMPERATURE, **kwargs
+            )
+        else:
+            scores = shared_prefix_logprobs(
+                b.model, b.prompts, b.row_prompt, b.ids, b.mask, b.pad, TEMPERATURE, **kwargs
+            )
+        assert isinstance(scores, TokenScores)
+        assert not scores.entropy.requires_grad and scores.logprobs.requires_grad
+        # Padding positions continue a cached prefix differently: compare the real tokens.
+        m = b.mask.bool() if path == "prefix" else torch.ones_like(b.mask, dtype=torch.bool)
+        assert (scores.entropy - expected)[m].abs().max() <= VALUE_TOL, path
+        assert (scores.logprobs.detach() - plain_logps)[m].abs().max() <= VALUE_TOL, path
+
+
+def test_asking_for_entropy_leaves_the_gradients_unchanged(tiny_path, samples):
+    b = Batch("qwen2_5_vl", tiny_path, samples)
+    _, without = b.value_and_grads(b.prefix)
+
+    def with_entropy():
+        return shared_prefix_logprobs(
+            b.model,
+            b.prompts,
+            b.row_prompt,
+            b.ids,
+            b.mask,
+            b.pad,
+            TEMPERATURE,
+            chunk_tokens=CHUNK,
+            with_entropy=True,
+        ).logprobs
+
+    _, got = b.value_and_grads(with_entropy)
+    _assert_same_grads(without, got, must_include=b.head_weight_name())

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings, k3_kl
+from vlm_r1.rl.losses import LOSSES, LossInputs, LossSettings, high_entropy_mask, k3_kl
 
 
 def naive_kl(logp, ref, c):
@@ -18,8 +18,9 @@ def naive_kl(logp, ref, c):
     return (math.exp(c) - c - 1) + (math.exp(c) - 1) * (d - c)
 
 
-def naive_loss(name, logps, old, ref, adv, mask, s: LossSettings, n_seq, n_tok):
-    """Loops over sequences and tokens; written from the formulas, not from the implementation."""
+def naive_loss(name, logps, old, ref, adv, mask, s: LossSettings, n_seq, n_tok, emask=None):
+    """Loops over sequences and tokens; written from the formulas, not from the implementation.
+    ``emask``: the high-entropy selection, which zeroes a token's surrogate term (not its KL)."""
     total = 0.0
     count_tokens = 0.0
     seq_terms = []
@@ -37,6 +38,8 @@ def naive_loss(name, logps, old, ref, adv, mask, s: LossSettings, n_seq, n_tok):
             a = adv[i]
             clipped = torch.clamp(ratio, 1 - s.epsilon_low, 1 + s.epsilon_high)
             term = -torch.minimum(ratio * a, clipped * a)
+            if emask is not None and emask[i, t] == 0:
+                term = term * 0.0
             if s.beta > 0:
                 kl = naive_kl(logps[i, t], ref[i, t], s.kl_clamp)
                 if s.kl_bias_correction:
@@ -259,3 +262,63 @@ def test_dapo_keeps_a_fractional_token_mean():
         LossInputs(logps, logps.detach(), adv, mask), LossSettings(num_tokens=0.5)
     )
     assert float(loss.detach()) == pytest.approx(-1.0 / 0.5)
+
+
+def naive_high_entropy_mask(entropy, mask, q):
+    """The counted tokens, sorted; the (1 - q) quantile by linear interpolation between order
+    statistics, written out; then a loop keeping tokens at or above it."""
+    values = sorted(
+        float(entropy[i, t]) for i, t in zip(*torch.nonzero(mask, as_tuple=True), strict=True)
+    )
+    out = torch.zeros_like(entropy)
+    if not values:
+        return out
+    position = (len(values) - 1) * (1.0 - q)
+    low, high = math.floor(position), math.ceil(position)
+    threshold = values[low] + (values[high] - values[low]) * (position - low)
+    for i in range(entropy.shape[0]):
+        for t in range(entropy.shape[1]):
+            if mask[i, t] > 0 and (q >= 1.0 or float(entropy[i, t]) >= threshold):
+                out[i, t] = 1.0
+    return out
+
+
+@pytest.mark.parametrize("q", [1.0, 0.8, 0.5, 0.2, 0.01])
+@pytest.mark.parametrize("seed", range(5))
+def test_high_entropy_mask_matches_a_loop(q, seed):
+    g = torch.Generator().manual_seed(seed)
+    entropy = torch.rand(6, 9, generator=g, dtype=torch.float64) * 4
+    entropy[0, :3] = 1.5  # ties at a value
+    lengths = torch.randint(0, 10, (6,), generator=g)
+    mask = (torch.arange(9)[None, :] < lengths[:, None]).double()
+    got = high_entropy_mask(entropy, mask, q)
+    expected = naive_high_entropy_mask(entropy, mask, q)
+    assert torch.equal(got, expected)
+    assert not (got * (1 - mask)).any()  # never a padding token
+    if q < 1.0 and mask.sum() > 4:  # it really selects a fraction
+        kept = float(got.sum() / mask.sum())
+        assert kept < 1.0 and abs(kept - q) <= 1.0 / float(mask.sum()) + 0.15
+
+
+def test_high_entropy_mask_with_no_counted_token_is_empty():
+    entropy = torch.rand(2, 3)
+    assert not high_entropy_mask(entropy, torch.zeros(2, 3), 0.2).any()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_entropy_mask_drops_only_the_surrogate_of_unselected_tokens(name, beta):
+    logps, old, ref, adv, mask = random_inputs(3)
+    g = torch.Generator().manual_seed(11)
+    emask = high_entropy_mask(torch.rand(*mask.shape, generator=g, dtype=torch.float64), mask, 0.3)
+    s = LossSettings(beta=beta, max_completion_length=7, num_sequences=8, num_tokens=20.0)
+    inputs = LossInputs(logps, old, adv, mask, ref if beta else None, entropy_mask=emask)
+    loss, _ = LOSSES[name](inputs, s)
+    (grad,) = torch.autograd.grad(loss, logps)
+    expected = naive_loss(name, logps, old, ref, adv, mask, s, 8, 20.0, emask=emask)
+    (expected_grad,) = torch.autograd.grad(expected, logps)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-10, abs=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+    unselected = (mask > 0) & (emask == 0)
+    if beta == 0:  # no KL: an unselected token gets no gradient at all
+        assert unselected.any() and not grad[unselected].any()

@@ -214,6 +214,23 @@ def report(
     typer.echo(str(path))
 
 
+@app.command("push")
+def push(
+    run: Path = typer.Argument(..., help="A finished run folder (with final/)."),
+    repo: str = typer.Option(..., "--repo", help="Hub model repo id, owner/name."),
+    private: bool = typer.Option(
+        True, "--private/--public", help="Visibility of the repo if it has to be created."
+    ),
+) -> None:
+    """Upload a run's final model with its model card (final/README.md) to the Hugging Face hub.
+
+    Needs a hub token (`hf auth login` or HF_TOKEN); a run trained before cards were written
+    gets one from its config.json first."""
+    from vlm_r1.model_card import push_run
+
+    typer.echo(push_run(run, repo, private))
+
+
 make_data = typer.Typer(no_args_is_help=True, help="Write datasets as VLM-R1 JSONL.")
 app.add_typer(make_data, name="make-data")
 

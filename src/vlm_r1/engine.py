@@ -306,7 +306,10 @@ class Engine:
             path = ckpt.commit(self.output_dir, step, self.config.checkpoint.keep_last)
             if final:
                 self._save_final(self.output_dir / "final", weights)
+                self.metrics.publish_rollouts()  # the last step's table (written after its log)
         acc.wait_for_everyone()
+        if final and acc.is_main_process and self.config.checkpoint.push_to_hub:
+            self._push_final()  # after the barrier: the other processes are not kept waiting
         return path
 
     def _save_model(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
@@ -330,15 +333,45 @@ class Engine:
         self.processor.save_pretrained(folder)
 
     def _save_final(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
-        """A plain checkpoint that ``AutoModelForImageTextToText.from_pretrained`` loads (LoRA merged)."""
+        """A plain checkpoint that ``AutoModelForImageTextToText.from_pretrained`` loads (LoRA
+        merged), with its model card (``README.md``: base model, data, rewards, recipe, final
+        metrics, command), so that ``final/`` is complete the moment it appears."""
+        from vlm_r1 import model_card
+
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         if self.config.model.lora.enabled:
             self._save_merged(tmp, weights)
         else:
             self._save_model(tmp, weights)
+        model_card.write_card(
+            tmp,
+            self.config.full_config,
+            model_card.last_metrics(self.output_dir),
+            model_card.current_command(),
+        )
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
+
+    def _push_final(self) -> None:
+        """Upload ``final/`` to ``checkpoint.push_to_hub`` (main process, end of training). A
+        failure raises ``PushError`` after the model is safely on disk; ``vlm-r1 push`` retries."""
+        from vlm_r1 import model_card
+
+        settings = self.config.checkpoint
+        try:
+            url = model_card.push_run(
+                self.output_dir,
+                settings.push_to_hub,
+                settings.push_private,
+                "checkpoint.push_to_hub",
+            )
+        except model_card.PushError as err:
+            raise model_card.PushError(
+                f"{err}. The model is saved in {self.output_dir / 'final'}; upload it with "
+                f"`vlm-r1 push {self.output_dir} --repo {settings.push_to_hub}`"
+            ) from err
+        logger.info("pushed %s to %s", self.output_dir / "final", url)
 
     def resume(self) -> dict[str, Any] | None:
         """Restore the checkpoint chosen by ``run_folder.plan_run``; returns its trainer state.

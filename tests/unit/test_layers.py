@@ -17,7 +17,9 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "policy",
         "checkpoint",
+        "model_card",
         "tracking",
+        "rollout_images",
         "run_folder",
         "distributed",
         "engine",

@@ -75,12 +75,22 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    #: ``data.train`` starting with this names one Hugging Face ``datasets`` source.
+    DATASETS_PREFIX = "hf:"
+    #: The sample fields a ``datasets`` row provides; ``data.columns`` maps them to columns.
+    COLUMN_FIELDS = ("image", "problem", "solution", "task", "accu_reward_method", "id")
+
     train: str = ""
-    """Training data: VLM-R1 JSONL/JSON files, several joined with ':'."""
+    """Training data: VLM-R1 JSONL/JSON files, several joined with ':'; or one Hugging Face
+    ``datasets`` source after ``hf:``: a local parquet/arrow/json/csv file or folder of them, a
+    folder written by ``save_to_disk``, or a hub dataset name (``hf:org/name``)."""
     image_folders: str | None = None
-    """Image folders matching ``train`` (':'-joined); default: each data file's own folder."""
+    """Image folders matching ``train`` (':'-joined); default: each data file's own folder. An
+    ``hf:`` source takes one folder, for image columns holding relative paths (default: the
+    local source's folder)."""
     reward_methods: str | None = None
-    """Per-file accu_reward_method (':'-joined); a row's own method wins."""
+    """Per-file accu_reward_method (':'-joined; one, taken whole, for an ``hf:`` source); a
+    row's own method wins."""
     on_error: Literal["raise", "skip"] = "raise"
     """raise: stop at the first bad row (file:line:field); skip: skip bad rows and count them."""
     check_images: Literal["none", "exists", "header"] = "header"
@@ -95,12 +105,61 @@ class DataConfig:
     max_text_chars: PositiveInt = 100_000
     """Questions and answers longer than this many characters are bad data, rejected before
     tokenising (``rollout.max_prompt_length`` then limits the tokenised prompt)."""
+    split: str = "train"
+    """``hf:`` sources: the split to read."""
+    subset: str | None = None
+    """``hf:`` hub sources: the configuration (subset) name, for datasets that have several."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """``hf:`` sources: sample field -> column name, for fields stored under another name
+    (image, problem, solution, task, accu_reward_method, id; each defaults to its own name,
+    image also to ``images``). Every row then passes the same checks as a JSONL row."""
+    streaming: bool = False
+    """``hf:`` sources: read rows as they arrive instead of preparing the whole split first
+    (with ``max_samples``, reading stops once that many samples are read)."""
+    cache_dir: str | None = None
+    """``hf:`` sources: where ``datasets`` prepares the split, and where images stored in rows
+    (bytes) are written as files named by their content hash (``<cache_dir>/vlm_r1_images``);
+    default: the ``datasets`` cache (``HF_DATASETS_CACHE``)."""
 
     def validate(self) -> None:
         if not self.train:
             raise ConfigError(
                 "data.train is required: a VLM-R1 JSONL file (or several joined with ':')"
             )
+        if self.train.startswith(self.DATASETS_PREFIX):
+            self._validate_datasets_source()
+            return
+        # A setting that cannot apply would be silently ignored: refuse it by name instead.
+        unused = {
+            "split": self.split != "train",
+            "subset": self.subset is not None,
+            "columns": bool(self.columns),
+            "streaming": self.streaming,
+            "cache_dir": self.cache_dir is not None,
+        }
+        for key, is_set in unused.items():
+            if is_set:
+                raise ConfigError(
+                    f"data.{key} applies only to a datasets source (data.train=hf:...); "
+                    f"data.train={self.train!r} is read as VLM-R1 JSONL/JSON"
+                )
+
+    def _validate_datasets_source(self) -> None:
+        if not self.train[len(self.DATASETS_PREFIX) :].strip():
+            raise ConfigError(
+                f"data.train={self.train!r} names no dataset; write hf:/path/to/folder or "
+                "hf:org/name"
+            )
+        if not self.split:
+            raise ConfigError("data.split is empty; name the split to read (e.g. train)")
+        for key, column in self.columns.items():
+            if key not in self.COLUMN_FIELDS:
+                raise ConfigError(
+                    f"data.columns.{key} is not a sample field; map one of "
+                    f"{', '.join(self.COLUMN_FIELDS)}"
+                )
+            if not isinstance(column, str) or not column:
+                raise ConfigError(f"data.columns.{key}={column!r} must be a column name")
 
 
 @dataclass
@@ -223,10 +282,42 @@ class CheckpointConfig:
     overwrite: bool = False
     """With resume=none, delete the run already in output_dir (checkpoints, final/, metrics,
     rollouts, logs) and start afresh (``--overwrite``)."""
+    push_to_hub: str = ""
+    """A Hugging Face model repo id (``owner/name``): at the end of training the main process
+    uploads ``final/`` with its model card there (needs a hub token: ``hf auth login`` or
+    ``HF_TOKEN``); empty: no upload (``vlm-r1 push`` uploads a finished run later)."""
+    push_private: bool = True
+    """Create the hub repo as private (a repo that already exists keeps its visibility)."""
+
+    #: Characters the hub allows in each half of ``owner/name``.
+    _REPO_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+    @classmethod
+    def check_repo_id(cls, repo_id: str, key: str) -> None:
+        """Refuse a hub repo id that is not ``owner/name`` by the hub's naming rules (letters,
+        digits, ``-_.``; no leading/trailing ``-``/``.``, no ``--``/``..``; names up to 96
+        characters), before any model loads rather than after training when the upload runs."""
+        parts = repo_id.split("/")
+        ok = len(parts) == 2 and all(
+            0 < len(part) <= 96
+            and set(part) <= cls._REPO_CHARS
+            and part[0] not in "-."
+            and part[-1] not in "-."
+            and "--" not in part
+            and ".." not in part
+            for part in parts
+        )
+        if not ok:
+            raise ConfigError(
+                f"{key}={repo_id!r} is not a hub repo id: use owner/name (letters, digits, "
+                "'-', '_', '.'), e.g. my-user/qwen2.5-vl-3b-rec-grpo"
+            )
 
     def validate(self) -> None:
         if not self.output_dir:
             raise ConfigError("checkpoint.output_dir is required")
+        if self.push_to_hub:
+            self.check_repo_id(self.push_to_hub, "checkpoint.push_to_hub")
         if self.overwrite and self.resume != "none":
             raise ConfigError(
                 f"checkpoint.overwrite=true and checkpoint.resume={self.resume!r} contradict "
@@ -239,7 +330,10 @@ class LoggingConfig:
     log_steps: PositiveInt = 1
     """Log metrics every N steps."""
     report_to: Literal["tensorboard", "wandb", "trackio", "none"] = "tensorboard"
-    """tensorboard, wandb, trackio or none (through accelerate's trackers)."""
+    """tensorboard, wandb, trackio or none (through accelerate's trackers; a tracker whose
+    package is missing falls back to none with a warning). wandb and trackio also get each
+    written rollout step as a table (prompt, completion, rewards, image with the boxes drawn).
+    Both run without a network: ``WANDB_MODE=offline``; trackio writes locally by default."""
     rollout_log_steps: NonNegativeInt = 10
     """Write sampled rollouts to rollouts/step_XXXX.jsonl every N steps (0 = never)."""
     progress: bool = True

@@ -18,6 +18,10 @@ or one the config declared (no code import, no LLM judge by data alone); images 
 ``max_image_pixels`` (from the header) and questions/answers over ``max_text_chars`` are
 rejected before anything is decoded or tokenised; inverted ground-truth boxes are errors.
 Files may start with a UTF-8 BOM.
+
+Every source's rows pass one validator, ``sample_from_fields``: a reader only takes a row's
+raw values out of its shape (``RowFields``, with the names its errors should use) and shares
+``RowReader``'s ``on_error`` handling; ``hf_datasets`` reads ``datasets`` sources that way.
 """
 
 from __future__ import annotations
@@ -114,18 +118,20 @@ class RowRules:
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
 
 
-def _check_image(path: str, name: str, where: str, rules: RowRules) -> None:
+def _check_image(
+    path: str, name: str, where: str, rules: RowRules, field_name: str = "image"
+) -> None:
     """``exists``: the file is there; ``header``: it also opens as an image of an accepted
     size (cheap, no decode)."""
     if rules.check_images == "none":
         return
     if not os.path.isfile(path):
-        raise DataError(where, "image", f"image file not found: {path}", name, "missing_image")
+        raise DataError(where, field_name, f"image file not found: {path}", name, "missing_image")
     if rules.check_images == "header":
         try:
             image_size(path, rules.max_image_pixels)
         except ImageError as err:
-            raise DataError(where, "image", str(err), name, err.reason) from err
+            raise DataError(where, field_name, str(err), name, err.reason) from err
 
 
 def _text(value: str, where: str, field_name: str, limit: int) -> str:
@@ -153,22 +159,26 @@ def _upright_boxes(boxes: Sequence[Sequence[float]], where: str, field_name: str
             )
 
 
-def _images(row: dict, where: str, folder: Path, rules: RowRules) -> tuple[str, ...]:
-    raw = row.get("image", row.get("images"))
+def _images(
+    raw: Any, where: str, folder: Path, rules: RowRules, field_name: str = "image"
+) -> tuple[str, ...]:
+    """A row's image path(s), relative ones under ``folder``, each checked per ``rules``."""
     if raw is None:
         return ()
     names = [raw] if isinstance(raw, str) else raw
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise DataError(
-            where, "image", "must be a path or a non-empty list of paths", raw, "wrong_type"
+            where, field_name, "must be a path or a non-empty list of paths", raw, "wrong_type"
         )
     paths = tuple(str(folder / n) for n in names)
     for name, path in zip(names, paths, strict=True):
-        _check_image(path, name, where, rules)
+        _check_image(path, name, where, rules, field_name)
     return paths
 
 
-def _turns(row: dict, where: str, max_chars: int) -> tuple[str, str]:
+def _turns(row: dict, where: str) -> tuple[Any, Any]:
+    """The raw human and gpt values of a JSONL row (their types and sizes are checked by
+    ``sample_from_fields``, as for every source)."""
     conversations = row.get("conversations")
     if conversations is None:
         raise DataError(
@@ -195,18 +205,10 @@ def _turns(row: dict, where: str, max_chars: int) -> tuple[str, str]:
                 conversations[i],
                 "wrong_type",
             )
-    human, gpt = conversations[0]["value"], conversations[1]["value"]
-    if not isinstance(human, str):
-        raise DataError(where, "conversations[0].value", "must be a string", human, "wrong_type")
-    if isinstance(gpt, bool) or not isinstance(gpt, (str, int, float)):
-        raise DataError(
-            where, "conversations[1].value", "must be a string or a number", gpt, "wrong_type"
-        )
-    _text(human, where, "conversations[0].value", max_chars)
-    return human, _text(str(gpt), where, "conversations[1].value", max_chars)
+    return conversations[0]["value"], conversations[1]["value"]
 
 
-def _known_method(
+def known_method(
     method: Any, where: str, allowed: Collection[str], field_name: str = "accu_reward_method"
 ) -> str | None:
     """The row's reward method if data may name it (``check_data_method``: nothing imported)."""
@@ -225,6 +227,101 @@ def _known_method(
     return method
 
 
+@dataclass(frozen=True)
+class FieldNames:
+    """What errors call each field of a row: a JSONL row's question is
+    ``conversations[0].value``, a ``datasets`` row's is its column's name."""
+
+    question: str = "conversations[0].value"
+    answer: str = "conversations[1].value"
+    image: str = "image"
+    method: str = "accu_reward_method"
+    task: str = "task"
+    id: str = "id"
+
+
+JSONL_NAMES = FieldNames()
+
+
+@dataclass(frozen=True)
+class RowFields:
+    """One row's raw values, taken out of whatever shape its source has, before any check.
+
+    ``images``: a path or a list of paths (relative ones are under the source's image folder);
+    ``id``: the source's own default already applied (``file:line`` for JSONL)."""
+
+    question: Any
+    answer: Any
+    id: Any
+    images: Any = None
+    method: Any = None
+    task: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    names: FieldNames = JSONL_NAMES
+
+
+def sample_from_fields(
+    fields: RowFields,
+    where: str,
+    image_folder: Path,
+    file_method: str | None = None,
+    rules: RowRules = RowRules(),
+) -> Sample:
+    """The one validator every source's rows pass (raises ``DataError`` naming ``where`` and
+    the field by its source's name): types, text limits, images, reward method, task, answer."""
+    names = fields.names
+    human, gpt = fields.question, fields.answer
+    if not isinstance(human, str):
+        raise DataError(where, names.question, "must be a string", human, "wrong_type")
+    if isinstance(gpt, bool) or not isinstance(gpt, (str, int, float)):
+        raise DataError(where, names.answer, "must be a string or a number", gpt, "wrong_type")
+    _text(human, where, names.question, rules.max_text_chars)
+    gpt = _text(str(gpt), where, names.answer, rules.max_text_chars)
+    images = _images(fields.images, where, image_folder, rules, names.image)
+    placeholders = human.count(_IMAGE_PLACEHOLDER)
+    if placeholders and placeholders != len(images):
+        raise DataError(
+            where,
+            names.question,
+            f"has {placeholders} <image> placeholders but the row has {len(images)} images",
+            human,
+            "bad_value",
+        )
+    method = known_method(fields.method or file_method, where, rules.allowed_methods, names.method)
+    question = human.replace(_IMAGE_PLACEHOLDER, "").strip()
+    task = fields.task or infer_task(question, gpt, method)
+    if task not in TASKS:
+        raise DataError(where, names.task, f"must be one of {TASKS}", task, "bad_value")
+    solution = _solution(gpt, task, where, names.answer)
+    if isinstance(fields.id, bool) or not isinstance(fields.id, (str, int)):
+        raise DataError(where, names.id, "must be a string or an integer", fields.id, "wrong_type")
+    return Sample(str(fields.id), images, question, solution, task, method, where, fields.meta)
+
+
+def _solution(gpt: str, task: str, where: str, field_name: str) -> BoxSolution | str:
+    """The answer text as the task needs it: boxes for rec/ovd (upright), a number for count."""
+    solution = solution_text(gpt)
+    if task in ("rec", "ovd"):
+        parsed = parse_boxes(solution)
+        if task == "rec" and not parsed.boxes:
+            raise DataError(
+                where, field_name, "a REC answer needs a box [x1, y1, x2, y2]", gpt, "bad_value"
+            )
+        if task == "ovd" and parsed.status not in ("ok", "none"):
+            raise DataError(
+                where, field_name, "no boxes or 'None' in the detection answer", gpt, "bad_value"
+            )
+        boxes = parsed.boxes[:1] if task == "rec" else parsed.boxes
+        _upright_boxes([b.box for b in boxes], where, field_name, gpt)
+        return BoxSolution(tuple(b.box for b in boxes), tuple(b.label for b in boxes))
+    if task == "count" and parse_number(solution) is None:
+        raise DataError(where, field_name, "a counting answer must be a number", gpt, "bad_value")
+    return solution
+
+
+_JSONL_KNOWN = frozenset({"id", "image", "images", "conversations", "accu_reward_method", "task"})
+
+
 def parse_row(
     row: Any,
     where: str,
@@ -235,56 +332,17 @@ def parse_row(
     """One VLM-R1 JSONL row -> ``Sample`` (raises ``DataError``)."""
     if not isinstance(row, dict):
         raise DataError(where, "<row>", "each line must be a JSON object", row, "wrong_type")
-    human, gpt = _turns(row, where, rules.max_text_chars)
-    images = _images(row, where, image_folder, rules)
-    placeholders = human.count(_IMAGE_PLACEHOLDER)
-    if placeholders and placeholders != len(images):
-        raise DataError(
-            where,
-            "conversations[0].value",
-            f"has {placeholders} <image> placeholders but the row has {len(images)} images",
-            human,
-            "bad_value",
-        )
-    method = _known_method(
-        row.get("accu_reward_method") or file_method, where, rules.allowed_methods
+    human, gpt = _turns(row, where)
+    fields = RowFields(
+        question=human,
+        answer=gpt,
+        id=row.get("id", where),
+        images=row.get("image", row.get("images")),
+        method=row.get("accu_reward_method"),
+        task=row.get("task"),
+        meta={k: v for k, v in row.items() if k not in _JSONL_KNOWN},
     )
-    question = human.replace(_IMAGE_PLACEHOLDER, "").strip()
-    task = row.get("task") or infer_task(question, gpt, method)
-    if task not in TASKS:
-        raise DataError(where, "task", f"must be one of {TASKS}", task, "bad_value")
-    solution: BoxSolution | str = solution_text(gpt)
-    if task in ("rec", "ovd"):
-        parsed = parse_boxes(solution)
-        if task == "rec" and not parsed.boxes:
-            raise DataError(
-                where,
-                "conversations[1].value",
-                "a REC answer needs a box [x1, y1, x2, y2]",
-                gpt,
-                "bad_value",
-            )
-        if task == "ovd" and parsed.status not in ("ok", "none"):
-            raise DataError(
-                where,
-                "conversations[1].value",
-                "no boxes or 'None' in the detection answer",
-                gpt,
-                "bad_value",
-            )
-        boxes = parsed.boxes[:1] if task == "rec" else parsed.boxes
-        _upright_boxes([b.box for b in boxes], where, "conversations[1].value", gpt)
-        solution = BoxSolution(tuple(b.box for b in boxes), tuple(b.label for b in boxes))
-    elif task == "count" and parse_number(solution) is None:
-        raise DataError(
-            where, "conversations[1].value", "a counting answer must be a number", gpt, "bad_value"
-        )
-    sample_id = row.get("id", where)
-    if not isinstance(sample_id, (str, int)):
-        raise DataError(where, "id", "must be a string or an integer", sample_id, "wrong_type")
-    known = {"id", "image", "images", "conversations", "accu_reward_method", "task"}
-    meta = {k: v for k, v in row.items() if k not in known}
-    return Sample(str(sample_id), images, question, solution, task, method, where, meta)
+    return sample_from_fields(fields, where, image_folder, file_method, rules)
 
 
 def _rec_record(record: Any, where: str, image_folder: Path, rules: RowRules) -> Sample:
@@ -307,7 +365,7 @@ def _rec_record(record: Any, where: str, image_folder: Path, rules: RowRules) ->
     if not isinstance(record["problem"], str):
         raise DataError(where, "problem", "must be a string", record["problem"], "wrong_type")
     _text(record["problem"], where, "problem", rules.max_text_chars)
-    images = _images(record, where, image_folder, rules)
+    images = _images(record.get("image", record.get("images")), where, image_folder, rules)
     meta = {k: v for k, v in record.items() if k not in ("id", "image", "problem", "solution")}
     solution = BoxSolution((tuple(float(v) for v in box),), (None,))
     return Sample(
@@ -322,7 +380,43 @@ def _rec_record(record: Any, where: str, image_folder: Path, rules: RowRules) ->
     )
 
 
-class SampleReader:
+class RowReader:
+    """What every reader of rows shares, whatever the source: the ``RowRules`` its rows are
+    checked against, and what a bad row does (``on_error``: raise, or skip and count in
+    ``stats``)."""
+
+    def __init__(
+        self,
+        on_error: str = "raise",
+        check_images: str = "header",
+        allowed_methods: Collection[str] = (),
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    ):
+        if on_error not in ("raise", "skip"):
+            raise DataError("<config>", "on_error", "must be 'raise' or 'skip'", on_error)
+        self.on_error = on_error
+        if check_images not in IMAGE_CHECKS:
+            raise DataError(
+                "<config>", "check_images", f"must be one of {IMAGE_CHECKS}", check_images
+            )
+        self.check_images = check_images
+        allowed = frozenset(allowed_methods)
+        self.rules = RowRules(check_images, allowed, max_image_pixels, max_text_chars)
+        self.stats = ReadStats()
+
+    def _handle(self, err: DataError) -> None:
+        if self.on_error == "raise":
+            raise err
+        self.stats.skipped[err.reason] += 1
+        self.stats.examples.setdefault(err.reason, str(err))
+
+    def _log_skipped(self) -> None:
+        if self.stats.skipped:
+            logger.warning("%s", self.stats.summary())
+
+
+class SampleReader(RowReader):
     """Iterate ``Sample``s from VLM-R1 JSONL (``.jsonl``) or processed REC JSON (``.json``).
 
     Re-iterable; each pass re-reads the files and resets ``stats``. ``allowed_methods``,
@@ -341,6 +435,7 @@ class SampleReader:
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     ):
+        super().__init__(on_error, check_images, allowed_methods, max_image_pixels, max_text_chars)
         self.paths = _split(data_paths)
         if not self.paths:
             raise DataError(
@@ -363,20 +458,9 @@ class SampleReader:
                 f"{len(methods)} methods for {len(self.paths)} data files",
                 reward_methods,
             )
-        allowed = frozenset(allowed_methods)
         for file_method in methods:
-            _known_method(file_method, "<config>", allowed, "reward_methods")
+            known_method(file_method, "<config>", self.rules.allowed_methods, "reward_methods")
         self.methods: list[str | None] = list(methods) or [None] * len(self.paths)
-        if on_error not in ("raise", "skip"):
-            raise DataError("<config>", "on_error", "must be 'raise' or 'skip'", on_error)
-        self.on_error = on_error
-        if check_images not in IMAGE_CHECKS:
-            raise DataError(
-                "<config>", "check_images", f"must be one of {IMAGE_CHECKS}", check_images
-            )
-        self.check_images = check_images
-        self.rules = RowRules(check_images, allowed, max_image_pixels, max_text_chars)
-        self.stats = ReadStats()
         for path in self.paths:
             if not os.path.isfile(path):
                 raise DataError(
@@ -399,14 +483,7 @@ class SampleReader:
                     continue
                 self.stats.read += 1
                 yield sample
-        if self.stats.skipped:
-            logger.warning("%s", self.stats.summary())
-
-    def _handle(self, err: DataError) -> None:
-        if self.on_error == "raise":
-            raise err
-        self.stats.skipped[err.reason] += 1
-        self.stats.examples.setdefault(err.reason, str(err))
+        self._log_skipped()
 
     def _jsonl_rows(self, path: str) -> Iterator[tuple[str, Any]]:
         with open(path, encoding="utf-8-sig") as handle:

@@ -35,6 +35,10 @@ RECHECK_PHRASES = (
 )
 WHOLE_IMAGE_IOU = 0.9
 DUPLICATE_IOU = 0.9
+#: Below this spread of the true box centres (image-relative units: 0.05 is 5% of the image)
+#: the batch's targets all sit in about one place, and ``centre_spread_ratio`` is undefined.
+#: Dividing by such a spread turned sampling noise into ratios in the tens of thousands.
+MIN_TRUE_SPREAD = 0.05
 
 
 def centre_spread_ratio(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -45,14 +49,27 @@ def centre_spread_ratio(predicted: np.ndarray, truth: np.ndarray) -> float:
     the model answers one box for every image. That is the hedge a continuous IoU reward pays
     for while grounding is weak (a central, typical box earns a fair IoU on average), and it
     raises mean IoU without raising Acc@0.5, so the reward curve alone cannot show it.
-    NaN with fewer than two samples or identical true centres.
+
+    Undefined (NaN) with fewer than two samples or a true spread below ``MIN_TRUE_SPREAD``: a
+    near-constant target says nothing about whether answers follow the images, and a
+    denominator near 0 makes any predicted spread look enormous. Predicted centres are clipped
+    to the image first: a centre outside it is a coordinate-system error (counted by
+    ``monitor/why0/outside_image``), not a position, and unclipped one such box could make the
+    ratio arbitrarily large. So a defined ratio is at most ``sqrt(0.5) / MIN_TRUE_SPREAD``.
     """
     if len(truth) < 2:
         return float("nan")
     truth_spread = float(np.linalg.norm(truth.std(axis=0)))
-    if truth_spread == 0.0:
+    if not truth_spread >= MIN_TRUE_SPREAD:  # also catches NaN
         return float("nan")
-    return float(np.linalg.norm(predicted.std(axis=0))) / truth_spread
+    inside = np.clip(predicted, 0.0, 1.0)
+    return float(np.linalg.norm(inside.std(axis=0))) / truth_spread
+
+
+def _rate(count: float, total: int) -> float:
+    """``count / total``, undefined (NaN) when nothing was counted over (``total == 0``): an
+    empty denominator is "no data", not a rate of 0."""
+    return count / total if total else float("nan")
 
 
 def completion_monitors(
@@ -93,7 +110,8 @@ def completion_monitors(
         boxes = parse_boxes(parsed.answer)
         pred = np.array([b.box for b in boxes.boxes], dtype=float).reshape(-1, 4)
         gt, _ = gt_boxes(solution)
-        box_ratios.append(len(pred) / max(len(gt), 1))
+        if len(gt):  # no true box (an OVD image without the category): no ratio to take
+            box_ratios.append(len(pred) / len(gt))
         n_boxes += len(pred)
         if parsed.answer is None:
             counts["why0/no_answer"] += 1
@@ -118,8 +136,9 @@ def completion_monitors(
             pairwise = np.triu(iou_matrix(pred, pred), k=1)
             counts["duplicate_boxes"] += int((pairwise > DUPLICATE_IOU).any(axis=0).sum())
     n = max(len(texts), 1)
+    # Shares of the box samples: undefined, like the box signals below, without any.
     out = {
-        f"monitor/{k}": v / max(n_box_samples, 1) for k, v in counts.items() if k.startswith("why0")
+        f"monitor/{k}": _rate(v, n_box_samples) for k, v in counts.items() if k.startswith("why0")
     }
     out.update(
         {
@@ -136,10 +155,10 @@ def completion_monitors(
     nan = float("nan")
     out.update(
         {
-            "monitor/whole_image_box_rate": counts["whole_image_box"] / n_box_samples
-            if n_box_samples
-            else nan,
-            "monitor/pred_gt_box_ratio": float(np.mean(box_ratios)) if n_box_samples else nan,
+            "monitor/whole_image_box_rate": _rate(counts["whole_image_box"], n_box_samples),
+            "monitor/pred_gt_box_ratio": float(np.mean(box_ratios)) if box_ratios else nan,
+            # No predicted box means no duplicate: 0 (a rate over boxes, but "none repeated"
+            # is the true reading, and it keeps the metric defined on a batch of empty answers).
             "monitor/duplicate_box_rate": counts["duplicate_boxes"] / max(n_boxes, 1)
             if n_box_samples
             else nan,

@@ -1,6 +1,6 @@
 """One GRPO step at Qwen2.5-VL-3B's real widths: vlm-r1 vs TRL's GRPOTrainer, per phase.
 
-    python benchmarks/real_shape.py                 # 16 minutes on an idle 2-core CPU
+    python benchmarks/real_shape.py                 # ~13 minutes on an idle 2-core CPU
     python benchmarks/real_shape.py --max-completion 256   # the issue's length: ~20 minutes
     python benchmarks/real_shape.py --smoke         # tiny widths, 8 tokens: 1-2 minutes
 
@@ -58,12 +58,12 @@ Phases (seconds), from timers wrapped around methods in each child process:
   ``on_step_end``, minus the above).
 - step: their sum. vlm-r1's own ``step_seconds`` metric (the same span) is printed beside it.
 
-Then the log-prob pass alone, each path in its own process: N=4 rows of one REC prompt (with
-its image) + ``--logprob-tokens`` (1,024) random completion tokens, model in train mode,
+Then the log-prob pass alone, each path in its own process: N=2 rows (``--logprob-rows``;
+4 doubles this part and puts the benchmark over 15 minutes) of one REC prompt (with its image) + ``--logprob-tokens`` (1,024) random completion tokens, model in train mode,
 forward + backward of the mean log-prob. "chunked" is vlm-r1's ``completion_logprobs``, which
 runs the LM head and log-softmax ``chunk_tokens`` tokens at a time when it has that keyword
 (the table says which); "plain" is ``token_logprobs(model(..., logits_to_keep=T+1).logits[:,
-:-1], ids)``, the old path, which holds ``[N, T, V]`` float32 logits (2.5 GB at T=1,024) and
+:-1], ids)``, the old path, which holds ``[N, T, V]`` float32 logits (1.2 GB at N=2, T=1,024) and
 temporaries of that size. "RSS before" is the RSS with the model loaded and its weights paged
 in, before the pass (peak minus it: the pass's own memory, parameter gradients included); "sum
 logp" should agree between the two paths.
@@ -488,7 +488,7 @@ def main() -> None:
         "--max-completion", type=int, help="new tokens, forced (128; the issue's setting: 256)"
     )
     parser.add_argument("--micro-batch", type=int, default=4, help="completions per forward")
-    parser.add_argument("--logprob-rows", type=int, default=4, help="N of the log-prob pass")
+    parser.add_argument("--logprob-rows", type=int, default=2, help="N of the log-prob pass")
     parser.add_argument("--logprob-tokens", type=int, help="T of the log-prob pass; 1024, smoke 32")
     parser.add_argument("--chunk-tokens", type=int, help="completion_logprobs' chunk_tokens")
     parser.add_argument("--skip-logprobs", action="store_true", help="only the GRPO step")

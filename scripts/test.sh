@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
-.venv/bin/python -m ruff check src tests benchmarks scripts
+.venv/bin/python -m ruff check src tests benchmarks scripts examples
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

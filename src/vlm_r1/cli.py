@@ -162,6 +162,21 @@ def evaluate(
         "--backend",
         help="hf (transformers generate) or vllm (needs pip install 'vlm-r1[vllm]' and a GPU).",
     ),
+    prompt_config: Path = typer.Option(
+        None,
+        "--prompt-config",
+        help="YAML/JSON prompt settings (system, templates; or a recipe or run config.json "
+        "with a prompt: section). Default: those the training run saved in the model folder "
+        "(vlm_r1_prompt.json), else VLM-R1's prompts.",
+    ),
+    split: str = typer.Option(
+        None, "--split", help="hf:... data: the split to read (default: its only split)."
+    ),
+    columns: str = typer.Option(
+        None,
+        "--columns",
+        help="hf:... data: sample field -> column, as YAML/JSON, e.g. '{problem: question}'.",
+    ),
 ) -> None:
     """Greedy evaluation: REC Acc@0.5 / mIoU, detection mAP, counting / QA accuracy.
 
@@ -183,11 +198,31 @@ def evaluate(
         device=device,
         dtype=dtype,
         backend=backend,
+        prompt_config=prompt_config,
+        split=split,
+        columns=_column_mapping(columns),
     )
     if metrics is None:  # not the main process of a multi-process launch
         return
     print_metrics(metrics)
     print_throughput(metrics)
+
+
+def _column_mapping(text: str | None) -> dict[str, str] | None:
+    """``--columns`` as a mapping of strings to strings (YAML or JSON), or a one-line error."""
+    if text is None:
+        return None
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"--columns: not YAML/JSON ({err.__class__.__name__})") from err
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise UserError(f"--columns: expected a mapping of field -> column names, got {text!r}")
+    return value
 
 
 @app.command("report")
@@ -247,7 +282,7 @@ def make_shapes(
         "224", "--image-size", help="N, or MIN..MAX for random sizes (e.g. 112..448)."
     ),
     tasks: str = typer.Option(
-        "rec,ovd,count", "--tasks", help="Comma-separated: rec, ovd, count, locate."
+        "rec,ovd,count", "--tasks", help="Comma-separated: rec, ovd, count, locate, point."
     ),
     object_scale: float = typer.Option(
         1.0, "--object-scale", help="Multiply object sizes (0.25..3; the demo uses 2)."

@@ -35,6 +35,7 @@ from vlm_r1.distributed import compute_precision, make_parallelism, requested_en
 from vlm_r1.distributed.parallelism import held_fraction
 from vlm_r1.errors import TrainingInterrupted
 from vlm_r1.models import load_model
+from vlm_r1.policy.prompts import write_prompt_file
 from vlm_r1.tracking import MetricsWriter, drop_history_after, tracker_name
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class EngineConfig:
     seed: int
     full_config: dict[str, Any]
     keep_reference: bool = False  # a frozen copy for a KL term (full fine-tuning only)
+    #: The recipe's config with every setting at its default (``run_folder.plan_run``).
+    default_config: dict[str, Any] | None = None
 
 
 class Engine:
@@ -84,7 +87,9 @@ class Engine:
         self.accelerator = self.parallel.accelerator
         config.full_config = {**config.full_config, "launch": self.parallel.record.as_dict()}
         # Before the model loads: refuse a wrong start/resume in seconds, not minutes.
-        self.plan = run_folder.plan_run(config.checkpoint, config.full_config)
+        self.plan = run_folder.plan_run(
+            config.checkpoint, config.full_config, config.default_config
+        )
         processes = self.accelerator.num_processes
         if config.optim.prompts_per_step % processes:
             raise ConfigError(
@@ -315,6 +320,7 @@ class Engine:
     def _save_model(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
         self.unwrapped().save_pretrained(folder, state_dict=weights)
         self.processor.save_pretrained(folder)
+        write_prompt_file(folder, self.config.full_config.get("prompt"))
         if self.config.model.lora.enabled and self.config.model.lora.save_merged:
             self._save_merged(folder / "merged", weights)
 
@@ -331,6 +337,7 @@ class Engine:
         merged.load_state_dict(weights, strict=True)
         merged.merge_and_unload().save_pretrained(folder)
         self.processor.save_pretrained(folder)
+        write_prompt_file(folder, self.config.full_config.get("prompt"))
 
     def _save_final(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
         """A plain checkpoint that ``AutoModelForImageTextToText.from_pretrained`` loads (LoRA

@@ -1,4 +1,5 @@
-"""Parse model completions: ``<think>``/``<answer>`` parts, boxes, numbers, choices, yes/no.
+"""Parse model completions: ``<think>``/``<answer>`` parts, boxes, points, numbers, choices,
+yes/no.
 
 Every function here *never raises* on any string and returns a typed result with a ``status``,
 so a reward built on it cannot crash training and the monitors can say *why* a reward was 0.
@@ -227,6 +228,87 @@ def parse_boxes(answer: str | None) -> BoxesParse:
             if len(found) >= MAX_BOXES:
                 break
     return BoxesParse(found[:MAX_BOXES], "ok" if found else "malformed")
+
+
+_COORD = r"(-?\d+(?:\.\d+)?)"
+# "[x, y]" or "(x, y)": exactly two numbers between brackets (a 4-number box does not match).
+_BARE_POINT_RE = re.compile(r"[\[(]\s*" + _COORD + r"\s*,\s*" + _COORD + r"\s*[\])]")
+# "x=12, y=34" / "x: 12, y: 34" (click(x=..., y=...) calls).
+_XY_POINT_RE = re.compile(r"\bx\s*[=:]\s*" + _COORD + r"\s*,\s*y\s*[=:]\s*" + _COORD)
+_POINT_KEYS = ("point_2d", "point", "click", "coordinate", "coordinates", "position")
+
+
+@dataclass(frozen=True)
+class PointParse:
+    """The first point ``(x, y)`` an answer holds, as the model wrote it (model coordinates)."""
+
+    point: tuple[float, float] | None = None
+    status: ParseStatus = "ok"
+
+
+def _as_point(value: Any) -> tuple[float, float] | None:
+    """``[x, y]`` (numbers or numeric strings), or a string holding ``(x, y)`` / ``[x, y]``."""
+    if isinstance(value, str):
+        match = _BARE_POINT_RE.search(value[:MAX_ANSWER_CHARS])
+        value = list(match.groups()) if match else None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    x, y = _finite(value[0]), _finite(value[1])
+    return (x, y) if x is not None and y is not None else None
+
+
+def point_from_json(data: Any, depth: int = 0) -> tuple[float, float] | None:
+    """The first point in parsed JSON: a point key (``point_2d``, ``click``, ``coordinate``...),
+    an object with numeric ``x`` and ``y``, a bare ``[x, y]``, searched depth first."""
+    if depth > 8:
+        return None
+    if isinstance(data, dict):
+        for key in _POINT_KEYS:
+            if key in data and (point := _as_point(data[key])) is not None:
+                return point
+        if "x" in data and "y" in data:
+            x, y = _finite(data["x"]), _finite(data["y"])
+            if x is not None and y is not None:
+                return x, y
+        items = list(data.values())
+    elif isinstance(data, (list, tuple)):
+        if (point := _as_point(data)) is not None:
+            return point
+        items = list(data[:MAX_BOXES])
+    else:
+        return None
+    for item in items:
+        if isinstance(item, (list, tuple, dict)):
+            point = point_from_json(item, depth + 1)
+            if point is not None:
+                return point
+    return None
+
+
+def parse_point(answer: str | None) -> PointParse:
+    """The point of a click answer: JSON ``[x, y]``, ``{"point_2d": [x, y]}``,
+    ``{"click": [x, y]}``, ``{"coordinate": [x, y]}`` (computer-use actions), ``{"x": .., "y":
+    ..}``, or in text the first ``(x, y)`` / ``[x, y]`` (Qwen style) or ``x=.., y=..``; code
+    fences and surrounding words tolerated. Never raises.
+
+    Status ``none``: the model explicitly answered "None"; ``malformed``: text without a point
+    (a 4-number box is not a point)."""
+    if answer is None:
+        return PointParse(None, "no_answer")
+    if len(answer) > MAX_ANSWER_CHARS:
+        return PointParse(None, "too_long")
+    text = _strip_code_fence(answer.strip())
+    if not text:
+        return PointParse(None, "empty")
+    if text.strip("\"'. ").lower() in {"none", "null", "[]", "nothing"}:
+        return PointParse(None, "none")
+    point = point_from_json(lenient_json(text))
+    if point is None:
+        for pattern in (_BARE_POINT_RE, _XY_POINT_RE):
+            match = pattern.search(text)
+            if match is not None and (point := _as_point(list(match.groups()))) is not None:
+                break
+    return PointParse(point, "ok" if point is not None else "malformed")
 
 
 def parse_number(text: str | None) -> float | None:

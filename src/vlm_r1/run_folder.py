@@ -40,6 +40,7 @@ MAY_CHANGE_ON_RESUME = (
     "model.gradient_checkpointing",
     "rollout.vllm_gpu_memory_utilization",
     "rollout.prompts_per_generation",  # same completions for every value (memory only)
+    "eval.*",  # validation restores every mode and RNG state: training is the same without it
 )
 
 CONFIG_FILE = "config.json"
@@ -79,8 +80,14 @@ def clear_run(folder: Path) -> None:
                 path.unlink()
 
 
-def plan_run(checkpoint_config: Any, config: dict[str, Any]) -> RunPlan:
+def plan_run(
+    checkpoint_config: Any, config: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> RunPlan:
     """Apply the rules above; raises ``ConfigError`` (before any model loads) when they fail.
+
+    ``defaults``: the recipe's config with every setting at its default. A setting that the
+    saved run's config lacks (it was added to vlm-r1 after the run was saved) is not a change
+    when the new value is its default: new settings default to the behaviour before them.
 
     Does not touch the folder: ``--overwrite``'s deletion is ``clear_run``, done by the main
     process once every process has agreed on the plan.
@@ -100,7 +107,7 @@ def plan_run(checkpoint_config: Any, config: dict[str, Any]) -> RunPlan:
     saved = _saved_config(path, folder)
     if saved is not None and "launch" not in saved:  # written before runs recorded their engine
         config = {k: v for k, v in config.items() if k != "launch"}
-    changes = config_changes(saved, config) if saved is not None else []
+    changes = config_changes(saved, config, defaults) if saved is not None else []
     refused = [c for c in changes if not _may_change(c[0])]
     if refused:
         shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in refused)
@@ -146,14 +153,21 @@ def _saved_config(path: Path, folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``(dotted key, saved value, new value)`` for every leaf that differs."""
+def config_changes(
+    saved: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, new value)`` for every leaf that differs; a key absent from
+    ``saved`` whose new value is its value in ``defaults`` does not differ (see ``plan_run``)."""
     old_flat, new_flat = _flatten(saved), _flatten(new)
-    return [
-        (key, old_flat.get(key, _ABSENT), new_flat.get(key, _ABSENT))
-        for key in sorted(set(old_flat) | set(new_flat))
-        if old_flat.get(key, _ABSENT) != new_flat.get(key, _ABSENT)
-    ]
+    default_flat = _flatten(defaults or {})
+    changes = []
+    for key in sorted(set(old_flat) | set(new_flat)):
+        old, value = old_flat.get(key, _ABSENT), new_flat.get(key, _ABSENT)
+        if old is _ABSENT and key in default_flat and value == default_flat[key]:
+            continue
+        if old != value:
+            changes.append((key, old, value))
+    return changes
 
 
 class _Absent:

@@ -27,6 +27,7 @@ from vlm_r1.config import (
     check_fields,
     to_dict,
 )
+from vlm_r1.config.sections import EvalConfig, PromptConfig
 from vlm_r1.data.loading import load_training_samples
 from vlm_r1.engine import (
     Engine,
@@ -35,7 +36,9 @@ from vlm_r1.engine import (
     StopSignal,
     launched_as_main_process,
 )
+from vlm_r1.eval.during_training import Validation, validate_if_due
 from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.models.boxes import points_to_model, round_boxes
 from vlm_r1.policy.logprobs import completion_logprobs
 from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt
 from vlm_r1.policy.sampling import PromptSampler
@@ -52,12 +55,16 @@ def _sft_optim() -> OptimConfig:
 class SFTConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """The words around each question, as in GRPO's ``prompt`` section (same defaults)."""
     optim: OptimConfig = field(default_factory=_sft_optim)
     """``prompts_per_step`` is the number of samples per optimiser step."""
     checkpoint: CheckpointConfig = field(
         default_factory=lambda: CheckpointConfig(output_dir="out/sft")
     )
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Validation on held-out data during training, as in GRPO's ``eval`` section."""
     think: bool = True
     """Prefix the answer with a short templated <think> so the format matches GRPO's."""
     seed: Seed = 0
@@ -69,9 +76,17 @@ class SFTConfig:
 
 
 def target_text(prompt: PreparedPrompt, adapter: VLMAdapter, processor: Any, think: bool) -> str:
-    """What the model should write for this sample, boxes in its own coordinate system."""
+    """What the model should write for this sample, boxes in its own coordinate system (a
+    point task: the centre of the target's box, as a point in that system)."""
     sample = prompt.sample
-    if sample.task in ("rec", "ovd") and prompt.image_size is not None:
+    targets = gt_boxes(sample.solution)[0] if sample.task == "point" else []
+    if len(targets) and prompt.image_size is not None:
+        x1, y1, x2, y2 = targets[0]
+        space = adapter.box_space(processor, prompt.image_size)
+        centre = round_boxes(points_to_model([[(x1 + x2) / 2, (y1 + y2) / 2]], space), space)[0]
+        answer = json.dumps([int(v) for v in centre])
+        reasoning = "I find the object to click."
+    elif sample.task in ("rec", "ovd") and prompt.image_size is not None:
         boxes, labels = gt_boxes(sample.solution)
         written = adapter.boxes_to_model(processor, prompt.image_size, boxes) if len(boxes) else []
         ints = [[int(v) for v in b] for b in written]
@@ -106,8 +121,17 @@ class SFTTrainer:
         # Data before the model: a bad row fails in seconds (SFT has no rewards: rows may name
         # registered rewards only).
         self.samples = load_training_samples(cfg.data, launched_as_main_process())
+        self.validation = Validation.start(cfg.eval, cfg.prompt)  # held-out data, checked now
         self.engine = Engine(
-            EngineConfig(cfg.model, cfg.optim, cfg.checkpoint, cfg.logging, cfg.seed, to_dict(cfg))
+            EngineConfig(
+                cfg.model,
+                cfg.optim,
+                cfg.checkpoint,
+                cfg.logging,
+                cfg.seed,
+                to_dict(cfg),
+                default_config=to_dict(SFTConfig()),
+            )
         )
         acc = self.engine.accelerator
         self.sampler = PromptSampler(
@@ -151,17 +175,25 @@ class SFTTrainer:
                 started = time.perf_counter()
                 prompts = [
                     prepare_prompt(
-                        engine.adapter, engine.processor, self.samples[i], cfg.data.max_image_pixels
+                        engine.adapter,
+                        engine.processor,
+                        self.samples[i],
+                        cfg.data.max_image_pixels,
+                        cfg.prompt,
                     )
                     for _, i in self.sampler.take(cfg.optim.prompts_per_step)
                 ]
                 metrics = self.update(prompts)
                 self.step += 1
                 metrics["step_seconds"] = time.perf_counter() - started
-                metrics = engine.metrics_mean_over_ranks(metrics)
+                # Validation scores come from the main process alone: they join after the mean.
+                validation = validate_if_due(
+                    self.validation, engine, self.step, cfg.optim.max_steps
+                )
+                metrics = {**engine.metrics_mean_over_ranks(metrics), **validation}
                 last = (
                     engine.metrics.log(metrics, self.step)
-                    if self.step % cfg.logging.log_steps == 0
+                    if self.step % cfg.logging.log_steps == 0 or validation
                     else last
                 )
                 bar.update({k: float(v) for k, v in metrics.items()})

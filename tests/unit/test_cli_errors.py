@@ -53,3 +53,25 @@ def test_debug_flag_is_a_global_option():
 
     result = CliRunner().invoke(cli.app, ["--debug", "train", "--help"])
     assert result.exit_code == 0 and "--overwrite" in result.output
+
+
+def test_eval_split_and_columns_reach_the_runner(monkeypatch):
+    """``vlm-r1 eval --split --columns`` for an ``hf:`` source: parsed and passed through."""
+    from typer.testing import CliRunner
+
+    from vlm_r1.eval import runner
+
+    seen = {}
+
+    def fake_evaluate(*args, **kwargs):
+        seen.update(kwargs)
+        return None  # as a non-main process would: nothing printed
+
+    monkeypatch.setattr(runner, "evaluate_checkpoint", fake_evaluate)
+    args = ["eval", "--model", "m", "--data", "hf:/d", "--split", "validation"]
+    result = CliRunner().invoke(cli.app, [*args, "--columns", "{problem: question, image: img}"])
+    assert result.exit_code == 0, result.output
+    assert seen["split"] == "validation"
+    assert seen["columns"] == {"problem": "question", "image": "img"}
+    result = CliRunner().invoke(cli.app, [*args, "--columns", "[1, 2]"])
+    assert isinstance(result.exception, cli.UserError) and "--columns" in str(result.exception)

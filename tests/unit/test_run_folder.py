@@ -67,10 +67,18 @@ def test_resume_refuses_changed_settings_but_allows_the_short_list(tmp_path):
     with pytest.raises(ConfigError, match=r"optim.learning_rate: 0.001 -> 0.005") as info:
         plan_run(settings(tmp_path, resume="auto"), changed)
     assert "\n" not in str(info.value)
-    longer = {"optim": {"learning_rate": 1e-3, "max_steps": 9}, "logging": {"log_steps": 5}}
+    longer = {
+        "optim": {"learning_rate": 1e-3, "max_steps": 9},
+        "logging": {"log_steps": 5},
+        "eval": {"steps": 10},  # validation switched on at resume
+    }
     plan = plan_run(settings(tmp_path, resume="auto"), longer)
     assert plan.checkpoint == path
-    assert plan.changes == [("logging.log_steps", 1, 5), ("optim.max_steps", 4, 9)]
+    assert [(k, repr(old), new) for k, old, new in plan.changes] == [
+        ("eval.steps", "<absent>", 10),
+        ("logging.log_steps", "1", 5),
+        ("optim.max_steps", "4", 9),
+    ]
 
 
 def test_resume_on_another_engine_or_process_count_is_refused(tmp_path):
@@ -180,3 +188,21 @@ def test_report_reads_a_history_with_a_half_written_last_line(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert read_history(tmp_path) == [{"step": 1, "reward": 0.5}]
     assert "metrics.jsonl:2" in caplog.text
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_when_it_is_at_its_default(tmp_path):
+    """Upgrading vlm-r1 mid-run: a key the saved config lacks ran as its default did (new
+    settings default to the old behaviour), so only a non-default value of it is a change."""
+    path = fake_checkpoint(tmp_path, 2)  # saved before "prompt" and "optim.new_knob" existed
+    defaults = {"prompt": {"system": ""}, "optim": {"new_knob": 0}}
+    config = {**CONFIG, "prompt": {"system": ""}, "optim": {**CONFIG["optim"], "new_knob": 0}}
+    plan = plan_run(settings(tmp_path, resume="auto"), config, defaults)
+    assert plan.checkpoint == path and plan.changes == []
+    with pytest.raises(ConfigError, match=r"prompt.system: <absent> -> 'Answer briefly.'"):
+        plan_run(
+            settings(tmp_path, resume="auto"),
+            {**config, "prompt": {"system": "Answer briefly."}},
+            defaults,
+        )
+    with pytest.raises(ConfigError, match=r"prompt.system"):  # no defaults known: refused
+        plan_run(settings(tmp_path, resume="auto"), config)

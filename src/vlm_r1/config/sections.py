@@ -10,6 +10,7 @@ shipped tiny configs scale them to a CPU.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -356,9 +357,130 @@ class SpeedConfig:
 
 
 @dataclass
+class PromptConfig:
+    """The words around each question: an optional system turn and a template per task.
+
+    The defaults are VLM-R1's prompts, so its data trains unchanged. GRPO, SFT and evaluation
+    read the same section, and every saved model folder records the resolved settings
+    (``vlm_r1_prompt.json``) so that ``vlm-r1 eval`` asks a trained model the way it was
+    trained unless ``--prompt-config`` says otherwise.
+    """
+
+    #: The tasks a template may be given for (``data.sample.TASKS``; config sits below data).
+    TASKS = ("rec", "ovd", "count", "qa", "point")
+
+    system: str = ""
+    """A system message put before every prompt, for every model family. Empty: none is added,
+    and a chat template's own default stays (Qwen2/2.5-VL's "You are a helpful assistant.")."""
+    templates: dict[str, str] = field(default_factory=dict)
+    """Task (rec, ovd, count, qa, point) -> the user text around its question, a Python format
+    string with ``{question}`` exactly once and no other field (write a literal brace as ``{{``
+    or ``}}``; quote the value in YAML). Tasks left out keep VLM-R1's template: think in
+    <think></think>, answer in <answer></answer>, boxes as JSON for rec and ovd (a point
+    ``[x, y]`` for point)."""
+
+    def validate(self) -> None:
+        if not isinstance(self.system, str):
+            raise ConfigError(f"prompt.system={self.system!r} must be a string")
+        for task, template in self.templates.items():
+            key = f"prompt.templates.{task}"
+            if task not in self.TASKS:
+                raise ConfigError(
+                    f"{key}: there is no task {task!r}; templates are per task: "
+                    f"{', '.join(self.TASKS)}"
+                )
+            self.check_template(template, key)
+
+    @staticmethod
+    def check_template(template: Any, key: str) -> None:
+        """A template fills in the question and nothing else: a stray field would fail (or,
+        worse, format silently) at the first sample of that task, after the model loaded."""
+        if not isinstance(template, str):
+            raise ConfigError(
+                f"{key}={template!r} must be a string containing {{question}} (in YAML or an "
+                "override, quote it: a bare {question} reads as a mapping)"
+            )
+        try:
+            fields = [
+                (name, spec, conversion)
+                for _, name, spec, conversion in string.Formatter().parse(template)
+                if name is not None
+            ]
+        except ValueError as err:
+            raise ConfigError(
+                f"{key}={template!r} is not a valid template ({err}); write a literal brace "
+                "as {{ or }}"
+            ) from err
+        for name, spec, conversion in fields:
+            if (name, spec, conversion) != ("question", "", None):
+                written = "{" + name + (f"!{conversion}" if conversion else "")
+                written += (f":{spec}" if spec else "") + "}"
+                raise ConfigError(
+                    f"{key} has the field {written}; {{question}} is the only one allowed "
+                    "(write a literal brace as {{ or }})"
+                )
+        if len(fields) != 1:
+            raise ConfigError(
+                f"{key}={template!r} must contain {{question}} exactly once, not {len(fields)} "
+                "times"
+            )
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training: every ``steps`` steps and after the last one, the policy
+    answers held-out samples greedily and the answers are scored by ``vlm-r1 eval``'s code
+    (REC Acc@0.5 / mIoU, detection mAP, counting / QA accuracy), logged as
+    ``eval/<task>/<metric>``. Every process generates a share; the numbers are those of one
+    process. Training is unchanged by it (same losses and weights as with it off).
+    """
+
+    steps: NonNegativeInt = 0
+    """Evaluate every N optimiser steps and after the last step; 0 = never (the default)."""
+    data: str = ""
+    """Held-out samples, read like ``vlm-r1 eval --data``: VLM-R1 JSONL/JSON (several joined
+    with ':') or one ``hf:`` datasets source; rows may name built-in reward methods only.
+    Read and checked when training starts, before the model loads."""
+    image_folders: str | None = None
+    """Image folders matching ``data`` (':'-joined), as ``vlm-r1 eval --image-folders``;
+    default: each data file's own folder."""
+    limit: PositiveInt | None = None
+    """Evaluate N samples drawn once at random with ``vlm-r1 eval --limit``'s fixed seed, so
+    every validation (and a resumed run's) scores the same ones; None: every sample."""
+    batch_size: PositiveInt = 8
+    """Prompts per greedy ``generate`` call. Left padding makes answers depend on which
+    prompts share a batch: the same value as ``vlm-r1 eval --batch-size`` gives its numbers."""
+    max_new_tokens: PositiveInt = 256
+    """Most tokens generated per answer (``vlm-r1 eval --max-new-tokens``)."""
+    metric_convention: Literal["default", "vlm-r1"] = "default"
+    """default (IoU >= 0.5) or vlm-r1 (IoU > 0.5 with +1-pixel box sizes, as VLM-R1's
+    scripts), as ``vlm-r1 eval --metric-convention``."""
+    split: str | None = None
+    """``hf:`` sources: the split to read (default: the source's only split)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """``hf:`` sources: sample field -> column name, as ``data.columns``."""
+
+    def validate(self) -> None:
+        if self.steps and not self.data:
+            raise ConfigError(
+                f"eval.steps={self.steps} needs eval.data: a held-out VLM-R1 JSONL file (or "
+                "hf:...); set eval.steps=0 to train without validation"
+            )
+        if self.data.startswith(DataConfig.DATASETS_PREFIX):
+            return
+        for key, is_set in (("split", self.split is not None), ("columns", bool(self.columns))):
+            if is_set:
+                raise ConfigError(
+                    f"eval.{key} applies only to a datasets source (eval.data=hf:...); "
+                    f"eval.data={self.data!r} is read as VLM-R1 JSONL/JSON"
+                )
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     rewards: list[RewardTerm] = field(default_factory=_default_rewards)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
@@ -366,6 +488,8 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Validation on held-out data during training (off unless ``eval.steps`` > 0)."""
     seed: Seed = 0
     """Seed for data order, sampling and initialisation."""
 

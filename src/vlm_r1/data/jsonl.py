@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_r1.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_size, load_image
-from vlm_r1.data.sample import DETECTION_METHODS, TASKS, BoxSolution, Sample
+from vlm_r1.data.sample import DETECTION_METHODS, POINT_METHODS, TASKS, BoxSolution, Sample
 from vlm_r1.errors import UserFacingError
 from vlm_r1.parsing import parse_boxes, parse_number, solution_text
 
@@ -90,10 +90,13 @@ def _split(spec: str | Sequence[str] | None) -> list[str]:
 
 
 def infer_task(question: str, solution: str, method: str | None) -> str:
-    """Our task for a VLM-R1 row: detection methods -> ovd; a single box answer -> rec;
-    a bare integer answer to a "how many" question -> count; anything else -> qa."""
+    """Our task for a VLM-R1 row: detection methods -> ovd; point methods (``point_in_box``,
+    ``point_distance``) -> point; a single box answer -> rec; a bare integer answer to a
+    "how many" question -> count; anything else -> qa."""
     if method in DETECTION_METHODS:
         return "ovd"
+    if method in POINT_METHODS:
+        return "point"
     parsed = parse_boxes(solution_text(solution))
     if parsed.status == "ok" and len(parsed.boxes) == 1 and parsed.boxes[0].label is None:
         return "rec"
@@ -299,8 +302,22 @@ def sample_from_fields(
 
 
 def _solution(gpt: str, task: str, where: str, field_name: str) -> BoxSolution | str:
-    """The answer text as the task needs it: boxes for rec/ovd (upright), a number for count."""
+    """The answer text as the task needs it: boxes for rec/ovd (upright), the target's box for
+    point, a number for count."""
     solution = solution_text(gpt)
+    if task == "point":
+        parsed = parse_boxes(solution)
+        if not parsed.boxes:
+            raise DataError(
+                where,
+                field_name,
+                "a point task's answer must be the target's box [x1, y1, x2, y2] in image pixels",
+                gpt,
+                "bad_value",
+            )
+        box = parsed.boxes[0].box
+        _upright_boxes([box], where, field_name, gpt)
+        return BoxSolution((box,), (parsed.boxes[0].label,))
     if task in ("rec", "ovd"):
         parsed = parse_boxes(solution)
         if task == "rec" and not parsed.boxes:

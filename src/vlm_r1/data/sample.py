@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Task = Literal["rec", "ovd", "count", "qa"]
-TASKS: tuple[str, ...] = ("rec", "ovd", "count", "qa")
+Task = Literal["rec", "ovd", "count", "qa", "point"]
+#: ``point``: click grounding (GUI-style): the solution is the target's box, the model answers
+#: one point ``[x, y]`` that should fall inside it.
+TASKS: tuple[str, ...] = ("rec", "ovd", "count", "qa", "point")
 #: VLM-R1's REC question wording (its processed REC files use it verbatim).
 REC_QUESTION = (
     "Please provide the bounding box coordinate of the region this sentence describes: {}."
@@ -31,6 +33,8 @@ DETECTION_METHODS = frozenset(
         "detection_weighted",
     }
 )
+#: accu_reward_method values that mean "this is point grounding" (task ``point``).
+POINT_METHODS = frozenset({"point_in_box", "point_distance"})
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Sample:
         if isinstance(self.solution, BoxSolution):
             import json
 
-            if self.task == "rec" and len(self.solution.boxes) == 1:
+            if self.task in ("rec", "point") and len(self.solution.boxes) == 1:
                 return json.dumps([round(v, 2) for v in self.solution.boxes[0]])
             return json.dumps(self.solution.to_json()) if self.solution.boxes else "None"
         return self.solution

@@ -9,6 +9,10 @@ REC (the paper's metric): accuracy at IoU 0.5 and mean IoU. Two conventions:
 
 Detection: COCO mAP@[.5:.95], AP50 and AR@100 with pycocotools at the dataset level (one COCO
 image per sample, one category per label name). VLM-R1 has no such script.
+
+Point (click) grounding: ``acc``, the share of answered points inside their target's box (edges
+included), and ``mean_distance``, the mean distance from the point to the box over the image
+diagonal (0 inside; an unreadable answer counts 1, as far as a point in the image can be).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vlm_r1.rewards.box_math import paired_iou
+from vlm_r1.rewards.points import image_diagonal, inside_box, point_box_distance
 
 CONVENTIONS = ("default", "vlm-r1")
 
@@ -45,6 +50,34 @@ def rec_metrics(
     correct = ious > 0.5 if vlm_r1 else ious >= 0.5
     n = max(len(ious), 1)
     return {"acc@0.5": float(correct.sum() / n), "miou": float(ious.sum() / n)}, ious
+
+
+def point_metrics(
+    predicted: Sequence[np.ndarray | None],
+    truth: Sequence[np.ndarray],
+    image_sizes: Sequence[tuple[int, int] | None],
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """``({"acc", "mean_distance"}, per-sample inside, per-sample normalised distance)`` for
+    each predicted point ``[x, y]`` (original pixels, or None when unreadable) against the first
+    box of its ground truth. The normalised distance is clipped to [0, 1]; without an image
+    size it is 0 inside the box and 1 outside."""
+    n = len(predicted)
+    inside = np.zeros(n, dtype=bool)
+    normalised = np.ones(n)
+    for i, (point, boxes, size) in enumerate(zip(predicted, truth, image_sizes, strict=True)):
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        if point is None or not len(boxes):
+            continue
+        distance = float(point_box_distance(point, boxes[0])[0])
+        inside[i] = bool(inside_box(distance))
+        diagonal = image_diagonal(size)
+        if inside[i]:
+            normalised[i] = 0.0
+        elif diagonal is not None and np.isfinite(distance):
+            normalised[i] = min(distance / diagonal, 1.0)
+    count = max(n, 1)
+    metrics = {"acc": float(inside.sum() / count), "mean_distance": float(normalised.sum() / count)}
+    return metrics, inside, normalised
 
 
 def coco_detection_metrics(

@@ -10,11 +10,14 @@ are testable on a machine without CUDA.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
 from vlm_r1.config import ConfigError
+from vlm_r1.config.sections import PromptConfig
 from vlm_r1.eval.metrics import CONVENTIONS
+from vlm_r1.policy.prompts import PROMPT_FILE, read_prompt_file
 
 DEVICES_HELP = "auto|cpu|cuda|cuda:N"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -103,3 +106,24 @@ def default_dtype(device: str) -> str:
     faster. bfloat16 on CUDA: the dtype the Qwen-VL and InternVL checkpoints are published and
     trained in, at half the memory and several times the float32 speed."""
     return "float32" if device == "cpu" else "bfloat16"
+
+
+def resolve_prompt(
+    prompt_config: PromptConfig | str | Path | None, model_path: str
+) -> tuple[PromptConfig, str]:
+    """The prompt settings to evaluate with, and where they came from (for ``_meta``).
+
+    ``--prompt-config FILE`` (or settings given in code) wins; else the settings a vlm-r1 run
+    saved in the model folder (:data:`~vlm_r1.policy.prompts.PROMPT_FILE`), so a model
+    trained with its own prompt is asked the same way; else VLM-R1's prompts (any other
+    checkpoint, a hub id). Read and checked before any model loads: a bad file is a
+    ``ConfigError`` naming it."""
+    if isinstance(prompt_config, PromptConfig):
+        prompt_config.validate()
+        return prompt_config, "given"
+    if prompt_config is not None:
+        return read_prompt_file(prompt_config, "--prompt-config"), str(prompt_config)
+    saved = Path(model_path).expanduser() / PROMPT_FILE
+    if saved.is_file():
+        return read_prompt_file(saved, "the model's saved prompt settings"), str(saved)
+    return PromptConfig(), "default"

@@ -12,6 +12,7 @@ HEADLINE = {
     "ovd": ("mAP", "AP50", "AR100"),
     "count": ("accuracy",),
     "qa": ("accuracy",),
+    "point": ("acc", "mean_distance"),
 }
 
 

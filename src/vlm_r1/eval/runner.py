@@ -19,22 +19,25 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vlm_r1.data.jsonl import DataError, read_samples
+from vlm_r1.config.sections import PromptConfig
+from vlm_r1.data.hf_datasets import DatasetReader, SourceKeys, is_datasets_source
+from vlm_r1.data.jsonl import DataError, RowReader, read_samples
 from vlm_r1.data.sample import Sample
-from vlm_r1.eval.metrics import coco_detection_metrics, rec_metrics
+from vlm_r1.eval.metrics import coco_detection_metrics, point_metrics, rec_metrics
 from vlm_r1.eval.options import (
     DEFAULT_BATCH_SIZE,
     check_eval_options,
     cuda_device_count,
     default_dtype,
     resolve_device,
+    resolve_prompt,
 )
 from vlm_r1.eval.parallel import (
     Processes,
@@ -48,10 +51,11 @@ from vlm_r1.eval.parallel import (
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.models.boxes import BoxSpace
 from vlm_r1.parsing import extract_answer, parse_number
-from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt, stack_prompts
+from vlm_r1.policy.prompts import PreparedPrompt, chat_prompt_text, prepare_prompt, stack_prompts
 from vlm_r1.rewards import call_reward, resolve_reward
 from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes
 from vlm_r1.rewards.format import is_strict_format
+from vlm_r1.rewards.points import predicted_point
 from vlm_r1.rewards.registry import check_data_method
 
 __all__ = [
@@ -189,12 +193,14 @@ def evaluate_samples(
     convention: str = "default",
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
+    prompt_config: PromptConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Generate for every sample in this process, score by task; returns ``(metrics, predictions)``."""
+    """Generate for every sample in this process, score by task; returns ``(metrics, predictions)``.
+    Prompts are worded by ``prompt_config`` (default: VLM-R1's)."""
     done = generate_completions(
         samples,
         shard_batches(len(samples), batch_size, 0, 1),
-        lambda sample: prepare_prompt(adapter, processor, sample),
+        lambda sample: prepare_prompt(adapter, processor, sample, prompt_config=prompt_config),
         generate,
         on_batch,
     )
@@ -235,6 +241,23 @@ def _score_task(task: str, items: list[tuple[PreparedPrompt, str]], convention: 
         for (prompt, text), p, gt in zip(items, parsed, truth, strict=True):
             rows.append(_row(prompt, text, p, {"gt": gt[0].tolist(), "gt_labels": gt[1]}))
         return metrics, rows
+    if task == "point":
+        clicks = [predicted_point(text, prompt.box_space) for prompt, text in items]
+        truth = [gt_boxes(prompt.sample.solution)[0] for prompt, _ in items]
+        sizes = [prompt.image_size for prompt, _ in items]
+        metrics, inside, distances = point_metrics([c[1] for c in clicks], truth, sizes)
+        for (prompt, text), (parsed, point), ok, dist, gt in zip(
+            items, clicks, inside, distances, truth, strict=True
+        ):
+            extra = {
+                "pred": None if point is None else [float(v) for v in point],
+                "status": parsed.status,
+                "inside": bool(ok),
+                "distance": float(dist),
+                "gt": gt[:1].tolist(),
+            }
+            rows.append(_row(prompt, text, None, extra))
+        return metrics, rows
     if task == "count":
         correct = []
         for prompt, text in items:
@@ -274,13 +297,29 @@ def _row(
 
 
 def load_eval_samples(
-    data: str, image_folders: str | None = None, limit: int | None = None, seed: int = 42
+    data: str,
+    image_folders: str | None = None,
+    limit: int | None = None,
+    seed: int = 42,
+    split: str | None = None,
+    columns: dict[str, str] | None = None,
+    keys: SourceKeys | None = None,
 ) -> list[Sample]:
     """All samples, or ``limit`` drawn at random with ``seed`` (VLM-R1: 2000 per split, seed 42).
 
+    ``data`` is VLM-R1 JSONL/JSON, or a ``datasets`` source (``hf:...``, read like
+    ``data.train``): ``split`` (default: its only split) and ``columns`` as ``data.split`` and
+    ``data.columns``; ``keys`` are the setting names its errors give (default: the flags).
     Rows may name built-in reward methods only (eval has no config to declare custom code or
     the LLM judge); size limits are ``DataConfig``'s defaults."""
-    samples = list(read_samples(data, image_folders, allowed_methods=()))
+    if is_datasets_source(data):
+        keys = keys or SourceKeys("--data", "split", "columns")
+        reader: RowReader = DatasetReader(
+            data, split, columns, image_folder=image_folders, allowed_methods=(), keys=keys
+        )
+    else:
+        reader = read_samples(data, image_folders, allowed_methods=())
+    samples = list(reader)
     if not samples:
         raise DataError(str(data), "<file>", "no samples to evaluate", data, "empty")
     if limit is not None and limit < len(samples):
@@ -303,6 +342,9 @@ def evaluate_checkpoint(
     device: str | None = None,
     dtype: str | None = None,
     backend: str = "hf",
+    prompt_config: PromptConfig | str | Path | None = None,
+    split: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """``vlm-r1 eval``: load any checkpoint (full, or a LoRA adapter folder for ``hf``),
     generate greedily, score, and write ``predictions.jsonl`` and ``metrics.json`` under
@@ -316,12 +358,17 @@ def evaluate_checkpoint(
     ran, so library callers (the demo) keep their numbers, and ``auto`` for ``vllm``; the
     command line's default is ``auto``.
     ``metrics["_meta"]["throughput"]`` holds the generation time and rates.
+    Prompts are worded by ``prompt_config`` (settings, or a file of them as ``--prompt-config``
+    takes), else by the settings a vlm-r1 run saved in the model folder, else VLM-R1's
+    (:func:`~vlm_r1.eval.options.resolve_prompt`); ``_meta["prompt"]`` says which.
+    ``split`` and ``columns``: for a ``datasets`` source (``hf:...``), as ``load_eval_samples``.
     """
     from rich.progress import Progress
 
     if device is None:
         device = "auto" if backend == "vllm" else "cpu"
     check_eval_options(batch_size, max_new_tokens, limit, convention, device, dtype, backend)
+    prompt, prompt_source = resolve_prompt(prompt_config, model_path)
     processes = launched_processes()
     resolved = resolve_device(
         device, processes.local_rank, processes.world_size, cuda_device_count()
@@ -334,7 +381,7 @@ def evaluate_checkpoint(
         check_vllm_device(device, resolved)
     dtype = dtype or default_dtype(resolved)
     batch_size = batch_size or DEFAULT_BATCH_SIZE[backend]
-    samples = load_eval_samples(data, image_folders, limit)
+    samples = load_eval_samples(data, image_folders, limit, split=split, columns=columns)
     with process_group(processes):
         adapter, processor, prepare, generate = _start_backend(
             backend,
@@ -346,6 +393,7 @@ def evaluate_checkpoint(
             processes,
             max_new_tokens,
             max(len(s.images) for s in samples),
+            prompt,
         )
         batches = shard_batches(len(samples), batch_size, processes.rank, processes.world_size)
         barrier(processes)  # time generation only, from when every process has its model
@@ -374,6 +422,7 @@ def evaluate_checkpoint(
         "dtype": dtype,
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
+        "prompt": prompt_source,
         "throughput": throughput(
             len(samples),
             None if None in counts else sum(counts),
@@ -418,8 +467,10 @@ def _start_backend(
     processes: Processes,
     max_new_tokens: int,
     max_images: int,
+    prompt: PromptConfig,
 ) -> tuple[VLMAdapter, Any, Prepare, Generate]:
-    """``(adapter, processor, prepare, generate)`` of this process's backend, model loaded."""
+    """``(adapter, processor, prepare, generate)`` of this process's backend, model loaded;
+    ``prepare`` words each sample's prompt by ``prompt``."""
     if backend == "vllm":
         from vlm_r1.eval.vllm_backend import VLLMGreedyGenerator, scoring_prompt, vllm_checkpoint
 
@@ -434,7 +485,13 @@ def _start_backend(
             max_images=max_images,
             max_new_tokens=max_new_tokens,
         )
-        return adapter, processor, lambda s: scoring_prompt(adapter, processor, s), generate
+
+        def prepare(sample: Sample) -> PreparedPrompt:
+            # vLLM is sent the chat text; it preprocesses the images itself.
+            text = chat_prompt_text(adapter, processor, sample, prompt)
+            return replace(scoring_prompt(adapter, processor, sample), chat_text=text)
+
+        return adapter, processor, prepare, generate
     from vlm_r1.models import load_model
 
     on_gpu = device.startswith("cuda")
@@ -448,6 +505,6 @@ def _start_backend(
     return (
         adapter,
         processor,
-        lambda s: prepare_prompt(adapter, processor, s),
+        lambda s: prepare_prompt(adapter, processor, s, prompt_config=prompt),
         GreedyGenerator(model, adapter, processor, max_new_tokens),
     )

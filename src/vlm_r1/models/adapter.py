@@ -9,7 +9,7 @@ in its own module and registers itself in ``registry.FAMILIES``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,9 @@ from vlm_r1.errors import UserFacingError
 from vlm_r1.models import boxes as box_math
 from vlm_r1.models.boxes import BoxSpace, CoordinateSystem
 
-# The VLM-R1 question suffix for grounding tasks (om-ai-lab/VLM-R1 REC/OVD prompts).
+# The VLM-R1 question suffix for grounding tasks (om-ai-lab/VLM-R1 REC/OVD prompts). These are
+# the defaults of ``prompt.templates`` (``config.PromptConfig``): ``str.format`` templates with
+# one ``{question}`` field, literal braces doubled.
 THINK_ANSWER_SUFFIX = (
     " First output the thinking process in <think> </think> tags and then output the final "
     "answer in <answer> </answer> tags."
@@ -36,7 +38,17 @@ OVD_TEMPLATE = (
     'respond with "None".'
 )
 QA_TEMPLATE = "{question}" + THINK_ANSWER_SUFFIX
-TASK_TEMPLATES = {"rec": REC_TEMPLATE, "ovd": OVD_TEMPLATE, "count": QA_TEMPLATE, "qa": QA_TEMPLATE}
+# Click grounding (VLM-R1 has no point task; the answer format follows its REC one).
+POINT_TEMPLATE = (
+    "{question}" + THINK_ANSWER_SUFFIX + " Output the point to click as [x, y] in JSON format."
+)
+TASK_TEMPLATES = {
+    "rec": REC_TEMPLATE,
+    "ovd": OVD_TEMPLATE,
+    "count": QA_TEMPLATE,
+    "qa": QA_TEMPLATE,
+    "point": POINT_TEMPLATE,
+}
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
 DTYPES = {
@@ -128,32 +140,48 @@ class VLMAdapter:
         )
 
     # ----- prompts ---------------------------------------------------------------------------
-    def messages(self, num_images: int, text: str) -> list[dict[str, Any]]:
-        """One user turn with ``num_images`` images followed by the text (HF chat format)."""
+    def messages(self, num_images: int, text: str, system: str = "") -> list[dict[str, Any]]:
+        """One user turn with ``num_images`` images followed by the text (HF chat format),
+        after a system turn when ``system`` is set. Without one, the chat template's own
+        default stays (Qwen2/2.5-VL's "You are a helpful assistant."), as VLM-R1 trained."""
         content: list[dict[str, Any]] = [{"type": "image"} for _ in range(num_images)]
         content.append({"type": "text", "text": text})
-        return [{"role": "user", "content": content}]
+        turns: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if system:
+            turns.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+        return turns
 
-    def prompt(self, task: str, question: str) -> str:
-        """The task's instruction around a question (VLM-R1 wording: think, then answer)."""
-        return TASK_TEMPLATES[task].format(question=question)
+    def prompt(self, task: str, question: str, templates: Mapping[str, str] | None = None) -> str:
+        """The task's instruction around a question: ``templates[task]`` when given (a run's
+        ``prompt.templates``, checked at config load), else VLM-R1's wording (think, then
+        answer). The question is inserted as it is: braces in it are not template fields."""
+        template = (templates or {}).get(task, TASK_TEMPLATES[task])
+        return template.format(question=question)
 
     def prompt_texts(
-        self, processor: Any, num_images: Sequence[int], texts: Sequence[str]
+        self,
+        processor: Any,
+        num_images: Sequence[int],
+        texts: Sequence[str],
+        system: str = "",
     ) -> list[str]:
         """Chat-templated prompt strings, ending with the assistant generation prompt."""
         return [
             processor.apply_chat_template(
-                self.messages(n, t), tokenize=False, add_generation_prompt=True
+                self.messages(n, t, system), tokenize=False, add_generation_prompt=True
             )
             for n, t in zip(num_images, texts, strict=True)
         ]
 
     def prepare_inputs(
-        self, processor: Any, images: Sequence[Sequence[Image.Image]], texts: Sequence[str]
+        self,
+        processor: Any,
+        images: Sequence[Sequence[Image.Image]],
+        texts: Sequence[str],
+        system: str = "",
     ) -> Any:
         """A left-padded batch (``BatchFeature``) of prompts with their images."""
-        prompts = self.prompt_texts(processor, [len(im) for im in images], texts)
+        prompts = self.prompt_texts(processor, [len(im) for im in images], texts, system)
         flat = [im for sample in images for im in sample]
         processor.tokenizer.padding_side = "left"
         return processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")

@@ -17,6 +17,8 @@ IoU reward 0". The systems:
 
 Conversions are affine per axis, so the round trip is exact in floating point; model outputs
 are integers in practice, so rounding costs at most half a model unit (see ``round_trip_error``).
+Points ``[x, y]`` (click answers) map exactly as a box's corner does (``points_to_model``,
+``points_from_model``).
 """
 
 from __future__ import annotations
@@ -113,8 +115,39 @@ def from_model(
     return out
 
 
+def _as_points(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 2) if arr.size else arr.reshape(0, 2)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"points must have shape [N, 2], got {arr.shape}")
+    return arr
+
+
+def points_to_model(points: Sequence[Sequence[float]] | np.ndarray, space: BoxSpace) -> np.ndarray:
+    """Original-image pixels ``[N, 2]`` (x, y) -> the model's coordinate system.
+
+    A point is mapped as a box's corner is (the same ``to_model``), so a point and a box a model
+    writes for the same image always agree."""
+    arr = _as_points(points)
+    return to_model(np.hstack([arr, arr]), space)[:, :2]
+
+
+def points_from_model(
+    points: Sequence[Sequence[float]] | np.ndarray, space: BoxSpace, clamp: bool = True
+) -> np.ndarray:
+    """The model's coordinate system -> original-image pixels ``[N, 2]``, as ``from_model``
+    maps a box's corner (non-finite coordinates become 0; clamped to the image by default).
+
+    Scoring a click passes ``clamp=False``: a point written outside the image must not be pulled
+    onto an edge, where it could land inside a box that touches that edge."""
+    arr = _as_points(points)
+    return from_model(np.hstack([arr, arr]), space, clamp)[:, :2]
+
+
 def round_boxes(boxes: np.ndarray, space: BoxSpace) -> np.ndarray:
-    """Round model-space boxes the way a model writes them: integers, except ``norm1`` (3 d.p.)."""
+    """Round model-space boxes (or points) the way a model writes them: integers, except
+    ``norm1`` (3 d.p.)."""
     if space.system == "norm1":
         return np.round(boxes, 3)
     return np.round(boxes)

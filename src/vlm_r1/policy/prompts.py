@@ -4,21 +4,36 @@ A step's rollouts and training forwards reuse these features: rows of a micro-ba
 built by stacking the features of their prompts (``stack_prompts``), left-padding the
 sequence tensors and concatenating the image tensors, which works the same for every family
 (Qwen's flattened patches + ``image_grid_thw``, InternVL's tiles).
+
+The words of a prompt are the run's ``prompt`` section (``PromptConfig``: system turn, a
+template per task; VLM-R1's by default). GRPO, SFT and evaluation all build prompts here, and
+each saved model folder records the resolved settings in :data:`PROMPT_FILE`
+(:func:`write_prompt_file`), which ``vlm-r1 eval`` reads back, so a model is evaluated with
+the prompt it was trained on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from vlm_r1.config import ConfigError
+from vlm_r1.config.sections import PromptConfig
 from vlm_r1.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlm_r1.data.jsonl import load_sample_images
 from vlm_r1.data.sample import Sample
-from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.models.adapter import TASK_TEMPLATES, VLMAdapter
 from vlm_r1.models.boxes import BoxSpace
+
+#: Written into every saved model folder: the prompt settings the model was trained with.
+PROMPT_FILE = "vlm_r1_prompt.json"
 
 
 @dataclass
@@ -31,6 +46,9 @@ class PreparedPrompt:
     box_space: BoxSpace | None  # of the first image, for box rewards
     image_size: tuple[int, int] | None
     adapter: VLMAdapter
+    #: The chat-templated prompt string the features were built from: what a vLLM engine is
+    #: sent, so it reads exactly the prompt the HF forwards score. Empty when not built.
+    chat_text: str = ""
 
     @property
     def length(self) -> int:
@@ -42,15 +60,102 @@ def prepare_prompt(
     processor: Any,
     sample: Sample,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    prompt_config: PromptConfig | None = None,
 ) -> PreparedPrompt:
     """Decode the sample's images (each header checked against ``max_image_pixels`` first,
-    ``data.max_image_pixels``) and build the model's inputs for its chat prompt."""
+    ``data.max_image_pixels``) and build the model's inputs for its chat prompt, worded by
+    ``prompt_config`` (default: VLM-R1's prompts)."""
+    settings = prompt_config or PromptConfig()
     images = load_sample_images(sample, max_image_pixels)
-    text = adapter.prompt(sample.task, sample.question)
-    batch = adapter.prepare_inputs(processor, [images], [text])
+    text = adapter.prompt(sample.task, sample.question, settings.templates)
+    batch = adapter.prepare_inputs(processor, [images], [text], settings.system)
     features = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     space = adapter.box_space(processor, images[0].size) if images else None
-    return PreparedPrompt(sample, features, space, images[0].size if images else None, adapter)
+    return PreparedPrompt(
+        sample,
+        features,
+        space,
+        images[0].size if images else None,
+        adapter,
+        chat_prompt_text(adapter, processor, sample, settings),
+    )
+
+
+def chat_prompt_text(
+    adapter: VLMAdapter, processor: Any, sample: Sample, prompt_config: PromptConfig | None = None
+) -> str:
+    """The sample's chat-templated prompt string (images as the family's placeholders), worded
+    by ``prompt_config``: what ``prepare_prompt`` tokenises, without decoding any image."""
+    settings = prompt_config or PromptConfig()
+    text = adapter.prompt(sample.task, sample.question, settings.templates)
+    return adapter.prompt_texts(processor, [len(sample.images)], [text], settings.system)[0]
+
+
+# ------------------------------------------------------------------ saved prompt settings
+def resolved_prompt(prompt_config: PromptConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings as a checkpoint records them: the system text and every task's template,
+    VLM-R1's filled in for tasks the run left out, so a later change of the defaults cannot
+    change how an old checkpoint is prompted."""
+    settings = _as_prompt_config(prompt_config)
+    return {"system": settings.system, "templates": {**TASK_TEMPLATES, **settings.templates}}
+
+
+def write_prompt_file(
+    folder: str | os.PathLike, prompt_config: PromptConfig | Mapping[str, Any] | None
+) -> Path:
+    """Write :data:`PROMPT_FILE` into a model folder (``None``: a config without a ``prompt``
+    section, i.e. VLM-R1's prompts); ``vlm-r1 eval`` of that folder then uses these settings."""
+    path = Path(folder) / PROMPT_FILE
+    path.write_text(json.dumps(resolved_prompt(prompt_config), indent=2) + "\n")
+    return path
+
+
+def read_prompt_file(path: str | os.PathLike, what: str) -> PromptConfig:
+    """Prompt settings from a YAML/JSON file: a ``prompt`` section (``system``, ``templates``),
+    a :data:`PROMPT_FILE`, or a recipe or run ``config.json`` holding a ``prompt:`` section.
+    Checked as at config load; a problem is a ``ConfigError`` that starts with ``what`` (the
+    flag or file it came from)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{what}: file not found: {file}")
+    try:
+        text = file.read_text()
+        try:  # JSON first: YAML reads JSON too, but not its surrogate-pair escapes
+            tree = json.loads(text)
+        except json.JSONDecodeError:
+            tree = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} ({file}): not valid YAML/JSON: {err}") from err
+    if isinstance(tree, dict) and isinstance(tree.get("prompt"), dict):
+        tree = tree["prompt"]
+    try:
+        return _as_prompt_config(tree)
+    except ConfigError as err:
+        raise ConfigError(f"{what} ({file}): {err}") from err
+
+
+def _as_prompt_config(value: PromptConfig | Mapping[str, Any] | None) -> PromptConfig:
+    """A checked ``PromptConfig`` from one, from its dict form (``asdict``), or from ``None``."""
+    if isinstance(value, PromptConfig):
+        settings = value
+    elif value is None:
+        settings = PromptConfig()
+    elif isinstance(value, Mapping):
+        known = {"system", "templates"}
+        unknown = sorted(str(k) for k in value if k not in known)
+        if unknown:
+            raise ConfigError(
+                f"unknown prompt key(s) {', '.join(unknown)}; a prompt section has system and "
+                "templates (or give a recipe or run config.json with a prompt: section)"
+            )
+        templates = value.get("templates", {})
+        if not isinstance(templates, Mapping):
+            raise ConfigError(f"prompt.templates={templates!r} must be a mapping")
+        settings = PromptConfig(system=value.get("system", ""), templates=dict(templates))
+    else:
+        raise ConfigError(f"prompt settings must be a mapping, got {value!r}")
+    settings.validate()
+    return settings
 
 
 def is_sequence_tensor(value: torch.Tensor, length: int) -> bool:

@@ -22,6 +22,9 @@ from vlm_r1.rewards.registry import (
 from vlm_r1.rewards.text import clean_text, fuzz
 
 _HAS_DIGIT = re.compile(r"\d")
+#: The method a sample of these tasks gets when neither its row nor the config names one
+#: (``default``'s text similarity means nothing for a click).
+TASK_METHODS = {"point": "point_in_box"}
 
 
 def default_score(answer: str | None, gold: str) -> float:
@@ -55,6 +58,18 @@ def default(
     ]
 
 
+def _sample_method(ctx: dict[str, Any], i: int, method: str) -> str:
+    """The row's own method; else, when the config left ``method`` at ``default``, the task's
+    (``TASK_METHODS``); else the config's."""
+    own = ctx_item(ctx, "accu_reward_method", i, None)
+    if own:
+        return own
+    task = ctx_item(ctx, "task", i, None)
+    if method == "default" and isinstance(task, str):
+        return TASK_METHODS.get(task, method)
+    return method
+
+
 @register_reward("accuracy")
 def accuracy(
     completions: list[str],
@@ -65,7 +80,8 @@ def accuracy(
     **ctx: Any,
 ) -> RewardOutput:
     """The accuracy reward each sample asks for: ``ctx["accu_reward_method"][i]`` (from the
-    data, VLM-R1 names accepted), else ``method``. Samples are grouped by method so vectorised
+    data, VLM-R1 names accepted), else ``method`` (a ``point`` sample: ``point_in_box`` while
+    ``method`` is ``default``). Samples are grouped by method so vectorised
     rewards (AP over the batch) run once per method.
 
     A sample's method comes from untrusted data: besides ``method`` (the config's own) it may be
@@ -74,7 +90,7 @@ def accuracy(
     reader already rejects such rows; this is the second line of defence."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i in range(len(completions)):
-        groups[ctx_item(ctx, "accu_reward_method", i, None) or method].append(i)
+        groups[_sample_method(ctx, i, method)].append(i)
     for name in groups:
         if VLM_R1_METHODS.get(name, name) != VLM_R1_METHODS.get(method, method):
             check_data_method(name, allowed_methods)

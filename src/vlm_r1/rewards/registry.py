@@ -1,10 +1,11 @@
 """Reward registry: name -> reward function, all with one signature.
 
 A reward is ``fn(completions: list[str], solutions: list, **ctx) -> list[float] | RewardOutput``.
-``ctx`` holds per-sample lists (``box_spaces``, ``image_sizes``, ``task``,
-``accu_reward_method``, ``completion_lengths``...); a reward takes what it needs and ignores the
-rest. Hyper-parameters are bound once from the config (``resolve_reward("rec_acc",
-threshold=0.5)``), so the trainer never branches on a reward's name.
+``ctx`` holds per-sample lists (``image_paths``, ``box_spaces``, ``problem``, ``task``, ``meta``,
+every extra field of the data row...: the table is ``vlm_r1.rl.scoring.reward_context``); a
+reward names the keys it needs or takes ``**kwargs`` (``call_arguments``). Hyper-parameters are
+bound once from the config (``resolve_reward("rec_acc", threshold=0.5)``), so the trainer never
+branches on a reward's name.
 
 Custom rewards: ``"my_pkg.rewards:fn"`` or ``"path/to/file.py:fn"``. They are imported when the
 config is resolved, so a typo fails at start-up, not mid-training.
@@ -90,6 +91,7 @@ NEVER_PER_SAMPLE = frozenset({"accuracy"})
 _BUILTIN_MODULES = (
     "format",
     "boxes",
+    "points",
     "detection",
     "choice",
     "math",
@@ -269,6 +271,57 @@ def _clean(value: Any) -> tuple[float, str | None]:
     return (x, None) if math.isfinite(x) else (0.0, "non-finite")
 
 
+_FILLABLE = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def call_arguments(
+    fn: RewardFn, completions: list[str], solutions: list[Any], ctx: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword arguments ``fn`` is called with: each reward gets the part of
+    the context its signature asks for, so a reward without ``**kwargs`` still works.
+
+    * Completions and solutions go first, by position (a reward with a single positional
+      parameter, such as VLM-R1's ``format_reward(completions, **kwargs)``, gets completions
+      only).
+    * A parameter **without a default** is filled from the context key of its name
+      (``def r(completions, solution, image_paths)``); if the batch has no such key, a
+      ``TypeError`` says which keys it has.
+    * A parameter **with a default** is a hyper-parameter: the context never fills it, since
+      the context carries the row's extra fields, which are untrusted data, and must not set
+      a reward's settings (``threshold``, the judge's ``base_url``...). Config-bound parameters
+      count as defaulted (``functools.partial``). A row field dropped so is still in
+      ``meta``.
+    * ``**kwargs`` receives every other context key.
+
+    A callable whose signature cannot be read gets completions, solutions and the whole context.
+    """
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # some C-implemented callables have no signature
+        return (completions, solutions), dict(ctx)
+    positional = [p for p in parameters if p.kind in _POSITIONAL]
+    takes_args = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    args = (completions, solutions) if takes_args or len(positional) != 1 else (completions,)
+    consumed = {p.name for p in positional[: len(args)]}
+    named = [p for p in parameters if p.kind in _FILLABLE and p.name not in consumed]
+    required = {p.name for p in named if p.default is p.empty}
+    missing = sorted(required - ctx.keys())
+    if missing:
+        raise TypeError(
+            f"needs {', '.join(map(repr, missing))}, which the reward context lacks (it has: "
+            f"{', '.join(sorted(ctx)) or 'nothing'}); see vlm_r1.rl.scoring.reward_context"
+        )
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    defaulted = {p.name for p in named} - required
+    kwargs = {
+        k: v
+        for k, v in ctx.items()
+        if k in required or (takes_kwargs and k not in defaulted and k not in consumed)
+    }
+    return args, kwargs
+
+
 def call_reward(
     spec: RewardSpec, completions: Sequence[str], solutions: Sequence[Any], **ctx: Any
 ) -> RewardOutput:
@@ -281,7 +334,8 @@ def call_reward(
     """
     n = len(completions)
     try:
-        output = _as_scores(spec.fn(list(completions), list(solutions), **ctx), n)
+        args, kwargs = call_arguments(spec.fn, list(completions), list(solutions), ctx)
+        output = _as_scores(spec.fn(*args, **kwargs), n)
     except Exception as err:  # custom user code must not kill a multi-hour run
         if spec.builtin:
             raise

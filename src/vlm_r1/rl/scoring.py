@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ import torch
 from vlm_r1.rewards import RewardConfigError, RewardSpec, call_reward, resolve_reward
 from vlm_r1.rewards.registry import declared_methods
 from vlm_r1.rl.rollout import Rollout
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,15 +47,95 @@ def build_rewards(terms: list[Any]) -> list[WeightedReward]:
     return out
 
 
+#: The keys every reward's context has, in order; a row's extra field with one of these names
+#: (or a name of the positional arguments) is reachable only through ``meta``.
+STANDARD_KEYS: tuple[str, ...] = (
+    "image_paths",
+    "image_sizes",
+    "problem",
+    "prompts",
+    "task",
+    "accu_reward_method",
+    "box_spaces",
+    "completion_lengths",
+    "sample_id",
+    "meta",
+)
+RESERVED_KEYS = frozenset({*STANDARD_KEYS, "completions", "solutions", "solution"})
+
+_namespaced_warned: set[str] = set()
+
+
 def reward_context(rollout: Rollout) -> dict[str, list[Any]]:
+    """What every reward receives besides completions and solutions: one list per key, one
+    entry per completion (row ``i`` is completion ``i``; the G completions of a prompt repeat
+    its values). Paths, not decoded images, so the context costs nothing to build; a reward
+    that needs pixels opens them (``examples/rewards/box_on_object.py``).
+
+    ====================== ============================================================
+    key                    per completion
+    ====================== ============================================================
+    ``image_paths``        the sample's image files (``list[str]``; VLM-R1's
+                           ``image_path``), relative ones already joined to the image folder
+    ``image_sizes``        ``(width, height)`` of the first image, or ``None`` (no image)
+    ``problem``            the question, without ``<image>`` placeholders (VLM-R1's name)
+    ``prompts``            the chat-templated prompt string the model was given (TRL's name)
+    ``task``               ``rec``, ``ovd``, ``count`` or ``qa``
+    ``accu_reward_method`` the row's reward method, or ``None``
+    ``box_spaces``         the first image's ``models.boxes.BoxSpace`` (how this model writes
+                           boxes), or ``None``; ``models.boxes.from_model(boxes, space)`` maps
+                           predicted boxes to original pixels, and
+                           ``rewards.common.predicted_boxes(completion, space)`` parses and maps
+    ``completion_lengths`` the completion's length in tokens
+    ``sample_id``          the row's ``id`` (``file:line`` when it has none)
+    ``meta``               a dict of every extra field of the row (a copy per completion)
+    *extra field*          each extra field of the row, under its own name (TRL and VLM-R1
+                           pass dataset columns so); ``None`` for rows without it
+    ====================== ============================================================
+
+    Extra fields are a row's keys the reader does not use itself (``Sample.meta``): a JSONL row
+    ``{"image": ..., "conversations": ..., "difficulty": 3}`` gives ``difficulty=[3, ...]``. An
+    extra field named like a standard key or ``completions``/``solutions``/``solution``
+    (``RESERVED_KEYS``) does not replace it: it is only in ``meta`` (a warning says so once per
+    name). Data is untrusted, so context never fills a reward parameter that has a default
+    (``rewards.registry.call_arguments``): a row cannot change a reward's settings. A key is
+    present when any row of the batch has the field, so a reward reading a field that some
+    files lack should take ``**kwargs`` and use ``kwargs.get``.
+    """
     rows = [rollout.prompt_of(i) for i in range(len(rollout.texts))]
-    return {
-        "box_spaces": [p.box_space for p in rows],
+    ctx: dict[str, list[Any]] = {
+        "image_paths": [list(p.sample.images) for p in rows],
         "image_sizes": [p.image_size for p in rows],
+        "problem": [p.sample.question for p in rows],
+        "prompts": [p.chat_text for p in rows],
         "task": [p.sample.task for p in rows],
         "accu_reward_method": [p.sample.reward_method for p in rows],
+        "box_spaces": [p.box_space for p in rows],
         "completion_lengths": rollout.lengths.tolist(),
+        "sample_id": [p.sample.id for p in rows],
+        "meta": [dict(p.sample.meta) for p in rows],
     }
+    metas = [p.sample.meta for p in rows]
+    for name in extra_field_names(metas):
+        ctx[name] = [meta.get(name) for meta in metas]
+    return ctx
+
+
+def extra_field_names(metas: Sequence[dict[str, Any]]) -> list[str]:
+    """The extra fields that get their own context key: every name in any row, first seen
+    first, except ``RESERVED_KEYS`` (kept only in ``meta``, with a warning once per name)."""
+    names = dict.fromkeys(k for meta in metas for k in meta if isinstance(k, str))
+    clashing = [k for k in names if k in RESERVED_KEYS]
+    for name in clashing:
+        if name not in _namespaced_warned:
+            _namespaced_warned.add(name)
+            logger.warning(
+                "data field %r has the name of a standard reward-context key: rewards get it "
+                "only as meta[i][%r]",
+                name,
+                name,
+            )
+    return [k for k in names if k not in RESERVED_KEYS]
 
 
 @dataclass

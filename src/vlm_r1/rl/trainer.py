@@ -33,6 +33,7 @@ from vlm_r1.engine import (
     StopSignal,
     launched_as_main_process,
 )
+from vlm_r1.eval.during_training import Validation, validate_if_due
 from vlm_r1.policy.image_features import SharedImageFeatures, has_images
 from vlm_r1.policy.logprobs import TokenScores, group_logprobs
 from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt
@@ -86,6 +87,7 @@ class GRPOTrainer:
         # Rewards and data before the model: a wrong name or a bad row fails in seconds.
         self.rewards = build_rewards(cfg.rewards)
         self.samples = load_training_samples(cfg.data, launched_as_main_process(), cfg.rewards)
+        self.validation = Validation.start(cfg.eval, cfg.prompt)  # held-out data, checked now
         self.engine = Engine(
             EngineConfig(
                 cfg.model,
@@ -95,6 +97,7 @@ class GRPOTrainer:
                 cfg.seed,
                 to_dict(cfg),
                 keep_reference=cfg.algo.beta > 0,
+                default_config=to_dict(TrainConfig()),
             )
         )
         acc = self.engine.accelerator
@@ -168,7 +171,10 @@ class GRPOTrainer:
                     # The rollout is paid once per batch: it counts in the batch's first step.
                     rollout_share = stats.seconds if iteration == 0 else 0.0
                     metrics["step_seconds"] = time.perf_counter() - started + rollout_share
-                    last = self._log(batch, stats, metrics)
+                    scores = validate_if_due(
+                        self.validation, self.engine, self.step, cfg.optim.max_steps
+                    )
+                    last = self._log(batch, stats, metrics, scores)
                     bar.update(last)
                 self._log_rollouts(batch)
                 # Checkpoints fall on rollout-batch boundaries: with num_iterations > 1 no
@@ -262,6 +268,7 @@ class GRPOTrainer:
                 self.engine.processor,
                 self.samples[index],
                 self.config.data.max_image_pixels,
+                self.config.prompt,
             )
             if cfg.max_prompt_length and prompt.length > cfg.max_prompt_length:
                 too_long += 1
@@ -412,8 +419,14 @@ class GRPOTrainer:
 
     # --------------------------------------------------------------------------- logging
     def _log(
-        self, batch: StepBatch, stats: CollectStats, update_metrics: dict[str, Any]
+        self,
+        batch: StepBatch,
+        stats: CollectStats,
+        update_metrics: dict[str, Any],
+        validation: dict[str, float] | None = None,
     ) -> dict[str, float]:
+        """Log the step's metrics (means over processes) every ``logging.log_steps`` steps, at
+        the last step, and at every validation step, with the ``eval/*`` scores in the row."""
         rollout, rewards = batch.rollout, batch.scored.rewards
         lengths = rollout.lengths.float()
         metrics: dict[str, Any] = {
@@ -430,10 +443,12 @@ class GRPOTrainer:
             **rollout_monitors(rollout),
             **update_metrics,
         }
-        metrics = self.engine.metrics_mean_over_ranks(metrics)
+        # Validation scores come from the main process alone: they join after the mean.
+        metrics = {**self.engine.metrics_mean_over_ranks(metrics), **(validation or {})}
         if (
             self.step % self.config.logging.log_steps == 0
             or self.step == self.config.optim.max_steps
+            or validation
         ):
             return self.engine.metrics.log(metrics, self.step)
         return {k: float(v) for k, v in metrics.items()}

@@ -120,14 +120,19 @@ def sampling_params_for(
 def build_requests(
     adapter: VLMAdapter, processor: Any, prompts: Sequence[PreparedPrompt]
 ) -> list[dict[str, Any]]:
-    """One vLLM request per prompt: the chat-templated text and its images (each passed once)."""
+    """One vLLM request per prompt: its chat-templated text (``chat_text``, the string its HF
+    features were built from, so the run's prompt settings hold here too) and its images
+    (each passed once). ``adapter`` and ``processor`` are no longer read (the text is built
+    once, by ``prepare_prompt``); they stay for the callers' signature."""
     requests = []
     for prompt in prompts:
+        if not prompt.chat_text:
+            raise ValueError(
+                f"prompt of sample {prompt.sample.id!r} has no chat_text: build it with "
+                "policy.prompts.prepare_prompt or chat_prompt_text"
+            )
         images = load_sample_images(prompt.sample)
-        text = adapter.prompt_texts(
-            processor, [len(images)], [adapter.prompt(prompt.sample.task, prompt.sample.question)]
-        )[0]
-        request: dict[str, Any] = {"prompt": text}
+        request: dict[str, Any] = {"prompt": prompt.chat_text}
         if images:
             request["multi_modal_data"] = {"image": images}
         requests.append(request)

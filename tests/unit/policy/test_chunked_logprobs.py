@@ -111,7 +111,7 @@ class Batch:
         return next(n for n, p in self.model.named_parameters() if p is weight)
 
 
-def _whole_logits(head, hidden, targets, temperature, chunk_tokens):
+def _whole_logits(head, hidden, targets, temperature, chunk_tokens, with_entropy=False):
     """The plain computation inside the shared-prefix structure: one head call over every token,
     ``token_logprobs`` on the whole logits, autograd keeping them (no chunks, no recompute)."""
     return token_logprobs(head(hidden), targets, temperature)

@@ -1,4 +1,5 @@
-"""A synthetic grounding world: coloured shapes with exact boxes, REC / OVD / counting tasks.
+"""A synthetic grounding world: coloured shapes with exact boxes, REC / OVD / counting / point
+(click) tasks.
 
 It stands in for RefCOCO (in-domain) and LISA-Grounding (out-of-domain) so the paper's central
 comparison can run on a laptop:
@@ -16,8 +17,8 @@ spatial words are unambiguous (relations need clear separation, superlatives and
 margin). Output is VLM-R1 JSONL + PNG, read back by the same reader as user data.
 
 Layout: ``world`` (objects and scene layout), ``render`` (drawing), ``expressions`` (what a
-referring expression means), ``referring`` (making one for a target), ``tasks`` (the four
-tasks' records), ``spec`` (options), ``writer`` (JSONL + PNG output).
+referring expression means), ``referring`` (making one for a target), ``tasks`` (each
+task's records), ``spec`` (options), ``writer`` (JSONL + PNG output).
 """
 
 from vlm_r1.data.shapes.expressions import Expression, resolve

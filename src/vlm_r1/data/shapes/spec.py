@@ -5,7 +5,9 @@ from __future__ import annotations
 from vlm_r1.errors import UserFacingError
 
 #: ``locate`` is REC on single-object scenes ("the red circle"): basic grounding for warm starts.
-TASK_KINDS = ("rec", "ovd", "count", "locate")
+#: ``point`` is click grounding ("Click the blue square."): answer a point inside the object.
+#: (New kinds go last: a kind's index seeds its records.)
+TASK_KINDS = ("rec", "ovd", "count", "locate", "point")
 DEFAULT_TASKS = ("rec", "ovd", "count")
 
 

@@ -1,4 +1,4 @@
-"""The four tasks (REC, OVD, counting, locate): one scene and its question and answer each.
+"""The tasks (REC, OVD, counting, locate, point): one scene and its question and answer each.
 
 Each record has its own random generator, seeded by (seed, split, task, index), so a record
 does not depend on how many came before it or on the other tasks.
@@ -7,7 +7,7 @@ does not depend on how many came before it or on the other tasks.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,8 +42,16 @@ class ShapesRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _rec(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
-    kinds = OOD_KINDS if split == "eval_ood" else IN_DOMAIN_KINDS
+#: A referring-expression maker: (scene, target, image size, rng) -> an expression or None.
+Maker = Callable[[list[Obj], int, Size, np.random.Generator], Expression | None]
+
+
+def _referred(
+    rng: np.random.Generator, split: str, world: World, makers: dict[str, Maker]
+) -> tuple[Size, list[Obj], int, Expression]:
+    """A scene and a target that an expression of one of ``makers``' kinds picks out alone
+    (``resolve`` checks it): 2-5 objects (3-6 and held-out colour-shape targets first out of
+    domain). REC and point draw their scenes the same way."""
     while True:
         image_size = draw_image_size(world.image_size, rng)
         scene = make_scene(
@@ -58,18 +66,26 @@ def _rec(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
         targets = list(rng.permutation(len(scene)))
         if split == "eval_ood":  # prefer held-out colour-shape targets
             targets.sort(key=lambda i: (scene[i].colour, scene[i].shape) not in HELD_OUT)
-        for kind in rng.permutation(kinds):
+        for kind in rng.permutation(list(makers)):
             for target in targets:
-                expr = EXPRESSION_MAKERS[str(kind)](scene, int(target), image_size, rng)
+                expr = makers[str(kind)](scene, int(target), image_size, rng)
                 if expr is None:
                     continue
                 found = resolve(expr, scene, image_size)
                 assert found == [int(target)], f"generator bug: {expr.text!r} resolves to {found}"
-                box = list(scene[int(target)].box)
-                meta = {"kind": expr.kind, "expression": asdict(expr), "target": int(target)}
-                return ShapesRecord(
-                    "rec", REC_QUESTION.format(expr.text), json.dumps(box), scene, image_size, meta
-                )
+                return image_size, scene, int(target), expr
+
+
+def _rec(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    kinds = OOD_KINDS if split == "eval_ood" else IN_DOMAIN_KINDS
+    image_size, scene, target, expr = _referred(
+        rng, split, world, {kind: EXPRESSION_MAKERS[kind] for kind in kinds}
+    )
+    box = list(scene[target].box)
+    meta = {"kind": expr.kind, "expression": asdict(expr), "target": target}
+    return ShapesRecord(
+        "rec", REC_QUESTION.format(expr.text), json.dumps(box), scene, image_size, meta
+    )
 
 
 def _ovd(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
@@ -132,7 +148,36 @@ def _locate(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     )
 
 
-TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count, "locate": _locate}
+def _colour_and_shape(
+    scene: list[Obj], target: int, image_size: Size, rng: np.random.Generator
+) -> Expression | None:
+    """ "the blue square", with the size word when another blue square differs only in size: how
+    a click instruction names its target in domain."""
+    t = scene[target]
+    for size in (None, t.size):
+        text = "the " + " ".join(w for w in (size, t.colour, t.shape) if w)
+        expr = Expression("attribute", text, t.shape, t.colour, size)
+        if resolve(expr, scene, image_size) == [target]:
+            return expr
+    return None
+
+
+def _point(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    """Click grounding: "Click the blue square." The answer is the object's box (the row's
+    solution; a click anywhere inside it is right). Out of domain the target is named by the
+    reasoning kinds REC uses there ("Click the leftmost star.")."""
+    makers: dict[str, Maker] = (
+        {kind: EXPRESSION_MAKERS[kind] for kind in OOD_KINDS}
+        if split == "eval_ood"
+        else {"attribute": _colour_and_shape}
+    )
+    image_size, scene, target, expr = _referred(rng, split, world, makers)
+    box = list(scene[target].box)
+    meta = {"kind": expr.kind, "expression": asdict(expr), "target": target}
+    return ShapesRecord("point", f"Click {expr.text}.", json.dumps(box), scene, image_size, meta)
+
+
+TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count, "locate": _locate, "point": _point}
 
 
 def generate(

@@ -63,6 +63,7 @@ def write_shapes(
                             {"from": "gpt", "value": record.answer},
                         ],
                         **({"accu_reward_method": "count"} if task == "count" else {}),
+                        **({"accu_reward_method": "point_in_box"} if task == "point" else {}),
                         "objects": [[o.shape, o.colour, o.size, list(o.box)] for o in record.scene],
                         **record.meta,
                     }

@@ -74,13 +74,19 @@ class BoxSpace:
         return w * sx, h * sy
 
 
-def _as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
-    arr = np.asarray(boxes, dtype=np.float64)
+def _as_rows(values: Sequence[Sequence[float]] | np.ndarray, width: int, what: str) -> np.ndarray:
+    """``values`` as float ``[N, width]`` (a flat sequence is read row by row); else an error
+    naming ``what`` (boxes, points) and the shape it got."""
+    arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 1:
-        arr = arr.reshape(-1, 4) if arr.size else arr.reshape(0, 4)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4], got {arr.shape}")
+        arr = arr.reshape(-1, width) if arr.size else arr.reshape(0, width)
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise ValueError(f"{what} must have shape [N, {width}], got {arr.shape}")
     return arr
+
+
+def _as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    return _as_rows(boxes, 4, "boxes")
 
 
 def clamp_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -116,12 +122,7 @@ def from_model(
 
 
 def _as_points(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
-    arr = np.asarray(points, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 2) if arr.size else arr.reshape(0, 2)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"points must have shape [N, 2], got {arr.shape}")
-    return arr
+    return _as_rows(points, 2, "points")
 
 
 def points_to_model(points: Sequence[Sequence[float]] | np.ndarray, space: BoxSpace) -> np.ndarray:

@@ -31,6 +31,8 @@ _NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _BOX_KEYS = ("bbox_2d", "bbox", "box", "box_2d", "coordinates")
 _LABEL_KEYS = ("label", "name", "category", "class")
 _SCORE_KEYS = ("score", "confidence", "conf")
+#: Keys naming the image a box lies in, numbered from 1 in prompt order (multi-image answers).
+_IMAGE_KEYS = ("image", "image_index")
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ class AnswerParse:
 
 
 class ParsedBox(NamedTuple):
-    """One box as the model wrote it (model coordinates), with its label and score."""
+    """One box as the model wrote it (model coordinates), with its label, score and the
+    number of the image it lies in (1 = the first image; ``None``: not said, i.e. image 1)."""
 
     box: tuple[float, float, float, float]
     label: str | None = None
     score: float = 1.0
+    image: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,17 +139,28 @@ def _as_box(value: Any) -> tuple[float, float, float, float] | None:
     return None
 
 
-def _label_and_score(data: dict) -> tuple[str | None, float]:
+def _image_number(value: Any) -> int | None:
+    """An image number as written (``2``, ``2.0``, ``"2"``); anything else is ``0``, a number
+    no image has, so the box still counts as an answer but can match nothing."""
+    number = _finite(value)
+    return int(number) if number is not None and number == int(number) else 0
+
+
+def _box_fields(data: dict) -> tuple[str | None, float, int | None]:
+    """Label, score and image number of a box dict (defaults: no label, 1.0, not said)."""
     label = data.get("label")
     if not isinstance(label, str):
         label = next((data[k] for k in _LABEL_KEYS if isinstance(data.get(k), str)), None)
-    score = 1.0
-    if len(data) > 2:  # only a box and a label is the common case
-        for key in _SCORE_KEYS:
-            if key in data and (value := _finite(data[key])) is not None:
-                score = value
-                break
-    return ((label.strip() or None) if label else None), score
+    score, image = 1.0, None
+    for key in _SCORE_KEYS:
+        if key in data and (value := _finite(data[key])) is not None:
+            score = value
+            break
+    for key in _IMAGE_KEYS:
+        if key in data:
+            image = _image_number(data[key])
+            break
+    return ((label.strip() or None) if label else None), score, image
 
 
 def boxes_from_json(data: Any, out: list[ParsedBox], depth: int = 0) -> None:
@@ -155,7 +170,7 @@ def boxes_from_json(data: Any, out: list[ParsedBox], depth: int = 0) -> None:
     if isinstance(data, dict):
         for key in _BOX_KEYS:
             if key in data and (box := _as_box(data[key])) is not None:
-                out.append(ParsedBox(box, *_label_and_score(data)))
+                out.append(ParsedBox(box, *_box_fields(data)))
                 return
         for value in data.values():
             if isinstance(value, (list, dict)):
@@ -173,7 +188,7 @@ def boxes_from_json(data: Any, out: list[ParsedBox], depth: int = 0) -> None:
                     if len(item) == 2 and type(label) is str:  # just a box and a label
                         out.append(ParsedBox(box, label.strip() or None, 1.0))
                     else:
-                        out.append(ParsedBox(box, *_label_and_score(item)))
+                        out.append(ParsedBox(box, *_box_fields(item)))
                 continue
             boxes_from_json(item, out, depth + 1)
 

@@ -27,17 +27,20 @@ PREDICTED_COLOUR = (220, 0, 0)
 
 
 def rollout_boxes(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """``(ground truth, predicted)`` boxes of a rollout row, each ``[N, 4]`` in original-image
-    pixels: the completion's boxes are mapped back from the model's coordinate system with
-    the row's ``box_space``; an unusable ``box_space`` leaves them as written."""
+    """``(ground truth, predicted)`` boxes of a rollout row's first image (the one drawn),
+    each ``[N, 4]`` in its pixels: the completion's boxes are mapped back from the model's
+    coordinate system with the row's ``box_space``; an unusable ``box_space`` leaves them as
+    written. Boxes that name another image (``"image": k``, k > 1) are left out."""
     # Imported here: the reward registry loads every reward module, which a plain metrics
     # writer (and ``vlm-r1 report``) does not need until a rollout is drawn.
     from vlm_r1.models.boxes import BoxSpace, from_model
     from vlm_r1.parsing import extract_answer, parse_boxes
-    from vlm_r1.rewards.common import gt_boxes
+    from vlm_r1.rewards.common import solution_boxes
 
-    truth, _ = gt_boxes(row.get("solution") or "")
+    truth, _, numbers = solution_boxes(row.get("solution") or "")
+    truth = truth[[n in (None, 1) for n in numbers]] if len(truth) else truth
     written = parse_boxes(extract_answer(row.get("completion") or "").answer).boxes
+    written = [b for b in written if b.image in (None, 1)]
     predicted = np.array([b.box for b in written], dtype=np.float64).reshape(-1, 4)
     space = row.get("box_space")
     if len(predicted) and isinstance(space, dict):

@@ -38,7 +38,7 @@ from vlm_r1.engine import (
 )
 from vlm_r1.eval.during_training import Validation, validate_if_due
 from vlm_r1.models.adapter import VLMAdapter
-from vlm_r1.models.boxes import points_to_model, round_boxes
+from vlm_r1.models.boxes import BoxSpace, points_to_model, round_boxes, to_model
 from vlm_r1.policy.logprobs import completion_logprobs
 from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt
 from vlm_r1.policy.sampling import PromptSampler
@@ -75,6 +75,39 @@ class SFTConfig:
         return self
 
 
+def _written(value: float) -> int | float:
+    """A coordinate as the model writes it: an integer where the system's rounding made one
+    (pixels, 0-1000), else the float (0-1 systems keep their decimals)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def box_answer(sample: Any, spaces: tuple[BoxSpace, ...]) -> str:
+    """The ground truth as the model should answer it, each box in its own image's system:
+    REC a bare ``[x1, y1, x2, y2]``, detection VLM-R1's ``[{"bbox_2d", "label"}]`` list
+    ("None" when empty). Boxes of a multi-image sample carry ``"image": k`` (from 1)."""
+    solution = sample.solution
+    boxes, labels = gt_boxes(solution)
+    numbers = list(getattr(solution, "images", ()) or ())
+    written = []
+    for i, box in enumerate(boxes):
+        space = spaces[numbers[i] - 1] if numbers else spaces[0]
+        model = round_boxes(to_model([box], space), space)[0]
+        written.append([_written(v) for v in model])
+    if sample.task == "rec" and not numbers:
+        return json.dumps(written[0])
+    if not written:
+        return "None"
+    items = []
+    for i, box in enumerate(written):
+        item: dict[str, Any] = {"bbox_2d": box}
+        if sample.task == "ovd":
+            item["label"] = labels[i]
+        if numbers:
+            item["image"] = numbers[i]
+        items.append(item)
+    return json.dumps(items[:1] if sample.task == "rec" else items)
+
+
 def target_text(prompt: PreparedPrompt, adapter: VLMAdapter, processor: Any, think: bool) -> str:
     """What the model should write for this sample, boxes in its own coordinate system (a
     point task: the centre of the target's box, as a point in that system)."""
@@ -87,19 +120,9 @@ def target_text(prompt: PreparedPrompt, adapter: VLMAdapter, processor: Any, thi
         answer = json.dumps([int(v) for v in centre])
         reasoning = "I find the object to click."
     elif sample.task in ("rec", "ovd") and prompt.image_size is not None:
-        boxes, labels = gt_boxes(sample.solution)
-        written = adapter.boxes_to_model(processor, prompt.image_size, boxes) if len(boxes) else []
-        ints = [[int(v) for v in b] for b in written]
-        if sample.task == "rec":
-            answer = json.dumps(ints[0])
-        else:
-            answer = (
-                json.dumps(
-                    [{"bbox_2d": b, "label": lab} for b, lab in zip(ints, labels, strict=True)]
-                )
-                if ints
-                else "None"
-            )
+        answer = box_answer(
+            sample, prompt.spaces() or (adapter.box_space(processor, prompt.image_size),)
+        )
         reasoning = "I find the object the question describes."
     else:
         answer = str(sample.solution)

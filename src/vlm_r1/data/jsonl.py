@@ -39,7 +39,7 @@ from typing import Any
 from vlm_r1.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_size, load_image
 from vlm_r1.data.sample import DETECTION_METHODS, POINT_METHODS, TASKS, BoxSolution, Sample
 from vlm_r1.errors import UserFacingError
-from vlm_r1.parsing import parse_boxes, parse_number, solution_text
+from vlm_r1.parsing import ParsedBox, parse_boxes, parse_number, solution_text
 
 logger = logging.getLogger(__name__)
 
@@ -295,15 +295,38 @@ def sample_from_fields(
     task = fields.task or infer_task(question, gpt, method)
     if task not in TASKS:
         raise DataError(where, names.task, f"must be one of {TASKS}", task, "bad_value")
-    solution = _solution(gpt, task, where, names.answer)
+    solution = _solution(gpt, task, where, names.answer, len(images))
     if isinstance(fields.id, bool) or not isinstance(fields.id, (str, int)):
         raise DataError(where, names.id, "must be a string or an integer", fields.id, "wrong_type")
     return Sample(str(fields.id), images, question, solution, task, method, where, fields.meta)
 
 
-def _solution(gpt: str, task: str, where: str, field_name: str) -> BoxSolution | str:
-    """The answer text as the task needs it: boxes for rec/ovd (upright), the target's box for
-    point, a number for count."""
+def _image_numbers(
+    boxes: Sequence[ParsedBox], num_images: int, where: str, field_name: str, value: Any
+) -> tuple[int, ...]:
+    """The boxes' image numbers (``"image": k``, 1 = the first image) when any box names one,
+    else ``()``; a number the row has no image for is a ``DataError``."""
+    if all(b.image is None for b in boxes):
+        return ()
+    numbers = tuple(1 if b.image is None else b.image for b in boxes)
+    for number in numbers:
+        if not 1 <= number <= max(num_images, 1):
+            raise DataError(
+                where,
+                field_name,
+                f'a box names "image": {number}, but the row has {num_images} image(s) '
+                "(numbered from 1)",
+                value,
+                "bad_value",
+            )
+    return numbers
+
+
+def _solution(
+    gpt: str, task: str, where: str, field_name: str, num_images: int = 1
+) -> BoxSolution | str:
+    """The answer text as the task needs it: boxes for rec/ovd (upright, with the image each
+    lies in for multi-image rows), the target's box for point, a number for count."""
     solution = solution_text(gpt)
     if task == "point":
         parsed = parse_boxes(solution)
@@ -330,7 +353,11 @@ def _solution(gpt: str, task: str, where: str, field_name: str) -> BoxSolution |
             )
         boxes = parsed.boxes[:1] if task == "rec" else parsed.boxes
         _upright_boxes([b.box for b in boxes], where, field_name, gpt)
-        return BoxSolution(tuple(b.box for b in boxes), tuple(b.label for b in boxes))
+        return BoxSolution(
+            tuple(b.box for b in boxes),
+            tuple(b.label for b in boxes),
+            _image_numbers(boxes, num_images, where, field_name, gpt),
+        )
     if task == "count" and parse_number(solution) is None:
         raise DataError(where, field_name, "a counting answer must be a number", gpt, "bad_value")
     return solution

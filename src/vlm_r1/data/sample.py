@@ -39,20 +39,34 @@ POINT_METHODS = frozenset({"point_in_box", "point_distance"})
 
 @dataclass(frozen=True)
 class BoxSolution:
-    """Ground-truth boxes in original-image pixels with their labels (``None`` for REC)."""
+    """Ground-truth boxes in original-image pixels with their labels (``None`` for REC) and,
+    for a multi-image sample, the number of the image each box lies in (1 = the first image;
+    empty: every box is in image 1). Each box's pixels are those of its own image."""
 
     boxes: tuple[tuple[float, float, float, float], ...]
     labels: tuple[str | None, ...]
+    images: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.boxes) != len(self.labels):
             raise ValueError(f"{len(self.boxes)} boxes but {len(self.labels)} labels")
+        if self.images and len(self.images) != len(self.boxes):
+            raise ValueError(f"{len(self.boxes)} boxes but {len(self.images)} image numbers")
+
+    def image_numbers(self) -> tuple[int, ...]:
+        """Each box's image number (1 where none was given)."""
+        return self.images or (1,) * len(self.boxes)
 
     def to_json(self) -> list[dict[str, Any]]:
-        """VLM-R1's answer format: ``[{"bbox_2d": [...], "label": ...}]``."""
+        """VLM-R1's answer format: ``[{"bbox_2d": [...], "label": ...}]``, with ``"image": k``
+        on each box when the sample names images."""
         return [
-            {"bbox_2d": [round(v, 2) for v in b], **({"label": lab} if lab else {})}
-            for b, lab in zip(self.boxes, self.labels, strict=True)
+            {
+                "bbox_2d": [round(v, 2) for v in b],
+                **({"label": lab} if lab else {}),
+                **({"image": k} if self.images else {}),
+            }
+            for b, lab, k in zip(self.boxes, self.labels, self.image_numbers(), strict=True)
         ]
 
 
@@ -81,7 +95,8 @@ class Sample:
         if isinstance(self.solution, BoxSolution):
             import json
 
-            if self.task in ("rec", "point") and len(self.solution.boxes) == 1:
+            single = len(self.solution.boxes) == 1 and not self.solution.images
+            if self.task in ("rec", "point") and single:
                 return json.dumps([round(v, 2) for v in self.solution.boxes[0]])
             return json.dumps(self.solution.to_json()) if self.solution.boxes else "None"
         return self.solution

@@ -137,6 +137,8 @@ class Completion:
     text: str
     box_space: BoxSpace | None
     image_size: tuple[int, int] | None
+    #: Every image's box space (multi-image answers name their image).
+    image_spaces: tuple[BoxSpace, ...] = ()
 
 
 def generate_completions(
@@ -154,7 +156,9 @@ def generate_completions(
         if len(texts) != len(prompts):
             raise ValueError(f"generate returned {len(texts)} texts for {len(prompts)} prompts")
         for index, prompt, text in zip(indices, prompts, texts, strict=True):
-            done.append((index, Completion(text, prompt.box_space, prompt.image_size)))
+            done.append(
+                (index, Completion(text, prompt.box_space, prompt.image_size, prompt.spaces()))
+            )
         if on_batch:
             on_batch(len(prompts))
     return done
@@ -170,7 +174,9 @@ def score_completions(
     by_task: dict[str, list[tuple[PreparedPrompt, str]]] = defaultdict(list)
     for sample, done in zip(samples, completions, strict=True):
         # Scoring reads the sample and its box space only, never the model inputs.
-        view = PreparedPrompt(sample, {}, done.box_space, done.image_size, adapter)
+        view = PreparedPrompt(
+            sample, {}, done.box_space, done.image_size, adapter, image_spaces=done.image_spaces
+        )
         by_task[sample.task].append((view, done.text))
     metrics: dict[str, Any] = {}
     predictions: list[dict[str, Any]] = []
@@ -210,7 +216,7 @@ def evaluate_samples(
 def _pixel_boxes(
     text: str, prompt: PreparedPrompt
 ) -> tuple[np.ndarray, list[str | None], list[float], str]:
-    parsed, boxes = predicted_boxes(text, prompt.box_space)
+    parsed, boxes = predicted_boxes(text, prompt.spaces())
     return boxes, [b.label for b in parsed.boxes], [b.score for b in parsed.boxes], parsed.status
 
 
@@ -218,7 +224,7 @@ def _score_task(task: str, items: list[tuple[PreparedPrompt, str]], convention: 
     rows = []
     if task == "rec":
         parsed = [_pixel_boxes(text, prompt) for prompt, text in items]
-        truth = [gt_boxes(prompt.sample.solution)[0] for prompt, _ in items]
+        truth = [gt_boxes(prompt.sample.solution, prompt.spaces())[0] for prompt, _ in items]
         metrics, ious = rec_metrics(
             [p[0] if len(p[0]) else None for p in parsed], truth, convention
         )
@@ -229,7 +235,7 @@ def _score_task(task: str, items: list[tuple[PreparedPrompt, str]], convention: 
         parsed = [_pixel_boxes(text, prompt) for prompt, text in items]
         truth = []
         for prompt, _ in items:
-            boxes, labels = gt_boxes(prompt.sample.solution)
+            boxes, labels = gt_boxes(prompt.sample.solution, prompt.spaces())
             truth.append((boxes, [normalise_label(lab) or "" for lab in labels]))
         listed = {
             normalise_label(c)

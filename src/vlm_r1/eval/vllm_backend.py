@@ -128,8 +128,15 @@ def scoring_prompt(adapter: VLMAdapter, processor: Any, sample: Sample) -> Prepa
     preprocesses the images itself, so running the HF processor here too would only add its
     resizing and patching to every sample, on the CPU, while the GPU waits."""
     images = load_sample_images(sample)
-    space = adapter.box_space(processor, images[0].size) if images else None
-    return PreparedPrompt(sample, {}, space, images[0].size if images else None, adapter)
+    spaces = tuple(adapter.box_space(processor, image.size) for image in images)
+    return PreparedPrompt(
+        sample,
+        {},
+        spaces[0] if spaces else None,
+        images[0].size if images else None,
+        adapter,
+        image_spaces=spaces,
+    )
 
 
 class VLLMGreedyGenerator:

@@ -49,10 +49,18 @@ class PreparedPrompt:
     #: The chat-templated prompt string the features were built from: what a vLLM engine is
     #: sent, so it reads exactly the prompt the HF forwards score. Empty when not built.
     chat_text: str = ""
+    #: Every image's box space in prompt order (multi-image answers name their image).
+    image_spaces: tuple[BoxSpace, ...] = ()
 
     @property
     def length(self) -> int:
         return int(self.features["input_ids"].shape[1])
+
+    def spaces(self) -> tuple[BoxSpace, ...]:
+        """Every image's box space (just the first image's where only that one is known)."""
+        if self.image_spaces:
+            return self.image_spaces
+        return (self.box_space,) if self.box_space is not None else ()
 
 
 def prepare_prompt(
@@ -67,18 +75,37 @@ def prepare_prompt(
     ``prompt_config`` (default: VLM-R1's prompts)."""
     settings = prompt_config or PromptConfig()
     images = load_sample_images(sample, max_image_pixels)
-    text = adapter.prompt(sample.task, sample.question, settings.templates)
+    text = prompt_words(adapter, sample, settings)
     batch = adapter.prepare_inputs(processor, [images], [text], settings.system)
     features = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    space = adapter.box_space(processor, images[0].size) if images else None
+    spaces = tuple(adapter.box_space(processor, image.size) for image in images)
     return PreparedPrompt(
         sample,
         features,
-        space,
+        spaces[0] if spaces else None,
         images[0].size if images else None,
         adapter,
         chat_prompt_text(adapter, processor, sample, settings),
+        spaces,
     )
+
+
+#: Appended to a box task's prompt when the sample has several images, so the model can say
+#: which image each box lies in (boxes are mapped with their own image's coordinate system).
+MULTI_IMAGE_BOX_HINT = (
+    " The images are numbered from 1 in the order given;"
+    ' give each box the number of its image as "image".'
+)
+BOX_TASKS = ("rec", "ovd")
+
+
+def prompt_words(adapter: VLMAdapter, sample: Sample, settings: PromptConfig) -> str:
+    """The user turn's text: the task's template around the question, plus
+    :data:`MULTI_IMAGE_BOX_HINT` for a box task over several images."""
+    text = adapter.prompt(sample.task, sample.question, settings.templates)
+    if len(sample.images) > 1 and sample.task in BOX_TASKS:
+        text += MULTI_IMAGE_BOX_HINT
+    return text
 
 
 def chat_prompt_text(
@@ -87,7 +114,7 @@ def chat_prompt_text(
     """The sample's chat-templated prompt string (images as the family's placeholders), worded
     by ``prompt_config``: what ``prepare_prompt`` tokenises, without decoding any image."""
     settings = prompt_config or PromptConfig()
-    text = adapter.prompt(sample.task, sample.question, settings.templates)
+    text = prompt_words(adapter, sample, settings)
     return adapter.prompt_texts(processor, [len(sample.images)], [text], settings.system)[0]
 
 

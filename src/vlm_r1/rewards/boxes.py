@@ -1,7 +1,8 @@
 """REC rewards: IoU of the predicted box with the referred object's box.
 
 The first box of the answer is compared with the first ground-truth box, in original-image
-pixels (predictions are mapped from the model's coordinate system with ``ctx["box_spaces"]``).
+pixels (predictions are mapped from the model's coordinate system with each image's space,
+``ctx["image_box_spaces"]``; in a multi-image row a box in the wrong image has IoU 0).
 A missing ``<answer>`` or an unreadable box scores 0, as in VLM-R1's ``iou_reward``.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from vlm_r1.rewards.box_math import paired_iou
-from vlm_r1.rewards.common import ctx_item, gt_boxes, predicted_boxes
+from vlm_r1.rewards.common import gt_boxes, predicted_boxes, sample_spaces
 from vlm_r1.rewards.registry import RewardOutput, register_reward
 
 
@@ -20,10 +21,9 @@ def _rec_ious(completions, solutions, ctx, inclusive, require_answer_tag):
     preds, gts, details = np.zeros((len(completions), 4)), np.zeros((len(completions), 4)), []
     usable = np.zeros(len(completions), dtype=bool)
     for i, (completion, solution) in enumerate(zip(completions, solutions, strict=True)):
-        parsed, boxes = predicted_boxes(
-            completion, ctx_item(ctx, "box_spaces", i), require_answer_tag
-        )
-        gt, _ = gt_boxes(solution)
+        spaces = sample_spaces(ctx, i)
+        parsed, boxes = predicted_boxes(completion, spaces, require_answer_tag)
+        gt, _ = gt_boxes(solution, spaces)
         details.append({"status": parsed.status, "n_pred": len(boxes)})
         if len(boxes) and len(gt):
             preds[i], gts[i], usable[i] = boxes[0], gt[0], True

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vlm_r1.parsing import extract_answer
-from vlm_r1.rewards.common import ctx_item, gt_boxes, normalise_label, predicted_boxes
+from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes, sample_spaces
 from vlm_r1.rewards.detection_math import (
     COCO_IOU_THRESHOLDS,
     Detections,
@@ -35,10 +35,9 @@ from vlm_r1.rewards.registry import RewardOutput, register_reward
 def _parse_batch(completions, solutions, ctx, require_answer_tag):
     samples, details, counts = [], [], []
     for i, (completion, solution) in enumerate(zip(completions, solutions, strict=True)):
-        parsed, boxes = predicted_boxes(
-            completion, ctx_item(ctx, "box_spaces", i), require_answer_tag
-        )
-        gt, gt_labels_raw = gt_boxes(solution)
+        spaces = sample_spaces(ctx, i)
+        parsed, boxes = predicted_boxes(completion, spaces, require_answer_tag)
+        gt, gt_labels_raw = gt_boxes(solution, spaces)
         gt_labels = [normalise_label(lab) or "" for lab in gt_labels_raw]
         pred_labels = [normalise_label(b.label) for b in parsed.boxes]
         if len(set(gt_labels)) == 1:

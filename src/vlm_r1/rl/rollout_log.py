@@ -38,6 +38,7 @@ def write_rollouts(
                 "rewards": {k: float(v[i]) for k, v in scored.per_term.items()},
                 "details": scored.details[i],
                 "box_space": _space_json(prompt.box_space),
+                "image_spaces": [_space_json(space) for space in prompt.spaces()],
             }
             handle.write(json.dumps(row, default=str) + "\n")
     return path

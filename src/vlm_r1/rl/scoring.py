@@ -57,6 +57,7 @@ STANDARD_KEYS: tuple[str, ...] = (
     "task",
     "accu_reward_method",
     "box_spaces",
+    "image_box_spaces",
     "completion_lengths",
     "sample_id",
     "meta",
@@ -86,6 +87,10 @@ def reward_context(rollout: Rollout) -> dict[str, list[Any]]:
                            boxes), or ``None``; ``models.boxes.from_model(boxes, space)`` maps
                            predicted boxes to original pixels, and
                            ``rewards.common.predicted_boxes(completion, space)`` parses and maps
+    ``image_box_spaces``   every image's ``BoxSpace`` in prompt order (a tuple; one entry for
+                           a single-image sample): multi-image answers name their image
+                           (``"image": k``, from 1); ``predicted_boxes(completion, spaces)``
+                           maps each box with its own image's space
     ``completion_lengths`` the completion's length in tokens
     ``sample_id``          the row's ``id`` (``file:line`` when it has none)
     ``meta``               a dict of every extra field of the row (a copy per completion)
@@ -111,6 +116,7 @@ def reward_context(rollout: Rollout) -> dict[str, list[Any]]:
         "task": [p.sample.task for p in rows],
         "accu_reward_method": [p.sample.reward_method for p in rows],
         "box_spaces": [p.box_space for p in rows],
+        "image_box_spaces": [p.spaces() for p in rows],
         "completion_lengths": rollout.lengths.tolist(),
         "sample_id": [p.sample.id for p in rows],
         "meta": [dict(p.sample.meta) for p in rows],

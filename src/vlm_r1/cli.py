@@ -42,7 +42,9 @@ class UserError(UserFacingError):
 @app.command("tiny-model")
 def tiny_model(
     family: str = typer.Argument(
-        ..., help="Model family, e.g. qwen2_5_vl, qwen2_vl, qwen3_vl, internvl."
+        ...,
+        help="Model family: qwen2_vl, qwen2_5_vl, qwen3_vl, internvl, glm4v, gemma3, "
+        "smolvlm, llava_onevision.",
     ),
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoint to."),
     size: str = typer.Option("test", "--size", help="test (~0.25M params) or demo (a few M)."),

@@ -217,6 +217,58 @@ def _strip_code_fence(text: str) -> str:
     return text[body : end if end >= 0 else len(text)].strip()
 
 
+#: Spans that mark boxes in a family's own answer syntax: GLM-4.1V's special tokens
+#: (zai-org/GLM-V README, "Grounding") and InternVL's ``<box>`` (InternVL2 docs, "Grounding").
+_NATIVE_BOX_SPANS = (("<|begin_of_box|>", "<|end_of_box|>"), ("<box>", "</box>"))
+# A number that is not part of a word ("x1" in a "[x1, y1, x2, y2]" template is not one).
+_SPAN_NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+
+
+def _ref_label(text: str, box_start: int) -> str | None:
+    """The ``<ref>label</ref>`` right before the ``<box>`` at ``box_start`` (whitespace between)."""
+    before = text[:box_start].rstrip()
+    if not before.endswith("</ref>"):
+        return None
+    start = before.rfind("<ref>")
+    label = before[start + 5 : -6].strip() if start >= 0 else ""
+    return label or None
+
+
+def _span_boxes(span: str, label: str | None) -> list[ParsedBox]:
+    """Boxes inside one marked span: JSON objects with a box key (their fields kept), else the
+    span's numbers four at a time, whatever the brackets; none when the count is not a multiple
+    of four (GLM also boxes final answers such as ``B`` or ``3``)."""
+    found: list[ParsedBox] = []
+    if "{" in span:
+        boxes_from_json(lenient_json(span), found)
+    if found:
+        return [b._replace(label=label) if b.label is None and label else b for b in found]
+    values = [_finite(n) for n in _SPAN_NUMBER_RE.findall(span, 0, MAX_ANSWER_CHARS)]
+    if not values or len(values) % 4 or any(v is None for v in values):
+        return []
+    return [ParsedBox(tuple(values[i : i + 4]), label) for i in range(0, len(values), 4)]  # type: ignore[arg-type]
+
+
+def native_boxes(text: str) -> list[ParsedBox]:
+    """Boxes a model wrote in its family's own markup, in order; empty if there is none.
+
+    GLM-4.1V marks each box with ``<|begin_of_box|>...<|end_of_box|>``, the brackets inside
+    varying (``[..]``, ``[[..]]``, ``(..)``, ``<..>``), inside ``<answer>`` or not (zai-org/GLM-V
+    README). InternVL writes ``<ref>label</ref><box>[[x1, y1, x2, y2], ...]</box>``; every box
+    of the span gets the label. An unclosed last span runs to the end of the text.
+    """
+    found: list[ParsedBox] = []
+    for open_tag, close_tag in _NATIVE_BOX_SPANS:
+        start = text.find(open_tag)
+        while start >= 0 and len(found) < MAX_BOXES:
+            body = start + len(open_tag)
+            end = text.find(close_tag, body)
+            label = _ref_label(text, start) if open_tag == "<box>" else None
+            found += _span_boxes(text[body : end if end >= 0 else len(text)], label)
+            start = text.find(open_tag, end + len(close_tag)) if end >= 0 else -1
+    return found[:MAX_BOXES]
+
+
 def parse_boxes(answer: str | None) -> BoxesParse:
     """Boxes from an answer: VLM-R1 JSON (``[{"bbox_2d": [...], "label": ...}]``), bare
     ``[x1, y1, x2, y2]``, lists of lists; code fences and trailing text tolerated.
@@ -233,6 +285,8 @@ def parse_boxes(answer: str | None) -> BoxesParse:
         return BoxesParse([], "empty")
     if text.strip("\"'. ").lower() in {"none", "null", "[]", "no objects", "nothing"}:
         return BoxesParse([], "none")
+    if native := native_boxes(text):  # GLM-4.1V / InternVL box markup
+        return BoxesParse(native, "ok")
     found: list[ParsedBox] = []
     boxes_from_json(lenient_json(text), found)
     if not found:

@@ -38,7 +38,7 @@ from vlm_r1.engine import (
 )
 from vlm_r1.eval.during_training import Validation, validate_if_due
 from vlm_r1.models.adapter import VLMAdapter
-from vlm_r1.models.boxes import BoxSpace, points_to_model, round_boxes, to_model
+from vlm_r1.models.boxes import BoxSpace, as_written, points_to_model, round_boxes, to_model
 from vlm_r1.policy.logprobs import completion_logprobs
 from vlm_r1.policy.prompts import PreparedPrompt, prepare_prompt
 from vlm_r1.policy.sampling import PromptSampler
@@ -75,12 +75,6 @@ class SFTConfig:
         return self
 
 
-def _written(value: float) -> int | float:
-    """A coordinate as the model writes it: an integer where the system's rounding made one
-    (pixels, 0-1000), else the float (0-1 systems keep their decimals)."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
 def box_answer(sample: Any, spaces: tuple[BoxSpace, ...]) -> str:
     """The ground truth as the model should answer it, each box in its own image's system:
     REC a bare ``[x1, y1, x2, y2]``, detection VLM-R1's ``[{"bbox_2d", "label"}]`` list
@@ -92,7 +86,7 @@ def box_answer(sample: Any, spaces: tuple[BoxSpace, ...]) -> str:
     for i, box in enumerate(boxes):
         space = spaces[numbers[i] - 1] if numbers else spaces[0]
         model = round_boxes(to_model([box], space), space)[0]
-        written.append([_written(v) for v in model])
+        written.append(as_written(model))
     if sample.task == "rec" and not numbers:
         return json.dumps(written[0])
     if not written:
@@ -117,7 +111,7 @@ def target_text(prompt: PreparedPrompt, adapter: VLMAdapter, processor: Any, thi
         x1, y1, x2, y2 = targets[0]
         space = adapter.box_space(processor, prompt.image_size)
         centre = round_boxes(points_to_model([[(x1 + x2) / 2, (y1 + y2) / 2]], space), space)[0]
-        answer = json.dumps([int(v) for v in centre])
+        answer = json.dumps(as_written(centre))
         reasoning = "I find the object to click."
     elif sample.task in ("rec", "ovd") and prompt.image_size is not None:
         answer = box_answer(

@@ -12,7 +12,7 @@ from vlm_r1.data.shapes import write_shapes
 from vlm_r1.eval.metrics import coco_detection_metrics, rec_metrics
 from vlm_r1.eval.runner import evaluate_samples
 from vlm_r1.models import family_names, get_adapter
-from vlm_r1.models.boxes import to_model
+from vlm_r1.models.boxes import as_written, round_boxes, to_model
 from vlm_r1.rewards.common import gt_boxes
 
 
@@ -33,12 +33,14 @@ def oracle(adapter, processor):
             sample = p.sample
             if sample.task in ("rec", "ovd"):
                 boxes, labels = gt_boxes(sample.solution)
-                # Two decimals: integer model units of a downscaled image would cost COCO's
-                # strictest IoU thresholds (0.95) a little, which is not what this test is about.
+                # Two decimals (five for 0-1 systems): integer model units of a downscaled
+                # image would cost COCO's strictest IoU thresholds (0.95) a little, which is not
+                # what this test is about.
                 space = adapter.box_space(processor, p.image_size)
-                model_boxes = np.round(to_model(boxes, space), 2) if len(boxes) else []
+                decimals = 5 if space.system == "norm1" else 2
+                model_boxes = np.round(to_model(boxes, space), decimals) if len(boxes) else []
                 if sample.task == "rec":
-                    answer = json.dumps([int(round(v)) for v in model_boxes[0]])
+                    answer = json.dumps(as_written(round_boxes(model_boxes[:1], space)))
                 else:
                     answer = (
                         json.dumps(

@@ -17,6 +17,7 @@ from vlm_r1.eval.runner import evaluate_samples
 from vlm_r1.models import family_names, get_adapter
 from vlm_r1.models.boxes import (
     BoxSpace,
+    as_written,
     points_from_model,
     points_to_model,
     round_boxes,
@@ -55,6 +56,10 @@ HAND = {
     "qwen2_vl": (250.0, 250.0),
     "qwen3_vl": (250.0, 250.0),
     "internvl": (250.0, 250.0),
+    "gemma3": (250.0, 250.0),
+    "smolvlm": (250.0, 250.0),
+    "glm4v": (250.0, 250.0),
+    "llava_onevision": (0.25, 0.25),  # 0-1 of the image
 }
 
 
@@ -331,7 +336,7 @@ def processors(tiny_path):
 
 
 def centre_oracle(adapter, processor, to_model_space=True):
-    """Answers the centre of the target's box, as integers in the family's system (or, with
+    """Answers the centre of the target's box, rounded as the family writes it (or, with
     ``to_model_space=False``, in original pixels: the classic coordinate mistake)."""
 
     def generate(prompts):
@@ -342,7 +347,7 @@ def centre_oracle(adapter, processor, to_model_space=True):
             if to_model_space:
                 space = adapter.box_space(processor, p.image_size)
                 centre = round_boxes(points_to_model(centre, space), space)
-            written = [int(v) for v in np.round(centre[0])]
+            written = as_written(centre[0] if to_model_space else np.round(centre[0]))
             texts.append(f"<think>I see it.</think><answer>{json.dumps(written)}</answer>")
         return texts
 
@@ -389,7 +394,8 @@ def test_sft_target_is_the_centre_in_the_family_system(family, point_shapes, pro
         text = target_text(prompt, adapter, processor, think=True)
         assert text.startswith("<think>") and text.endswith("</answer>")
         parsed, point = predicted_point(text, space)
-        assert parsed.status == "ok" and parsed.point == tuple(float(int(v)) for v in parsed.point)
+        assert parsed.status == "ok"  # written as the family rounds (integers; 0-1: 3 d.p.)
+        assert parsed.point == tuple(round_boxes(np.array([parsed.point]), space)[0])
         x1, y1, x2, y2 = sample.boxes.boxes[0]
         bound = max(1.0, round_trip_error(space)) + 1e-9
         assert abs(point[0] - (x1 + x2) / 2) <= bound and abs(point[1] - (y1 + y2) / 2) <= bound

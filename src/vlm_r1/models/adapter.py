@@ -88,6 +88,12 @@ class VLMAdapter:
     placeholder_tokens: tuple[str, ...] = ()
     #: The token that ends an assistant turn (a completion stops there).
     eos_token: str = "<|im_end|>"
+    #: Give the processor one list of images per prompt rather than one flat list. Gemma 3,
+    #: SmolVLM and LLaVA-OneVision processors need it (a flat list is read as all the images
+    #: of one prompt, or cannot be matched to each prompt's placeholders).
+    images_per_prompt: bool = False
+    #: Keyword arguments every processor call gets (e.g. Gemma 3's ``add_special_tokens``).
+    processor_kwargs: tuple[tuple[str, Any], ...] = ()
 
     # ----- loading -------------------------------------------------------------------------
     def load(
@@ -183,8 +189,15 @@ class VLMAdapter:
         """A left-padded batch (``BatchFeature``) of prompts with their images."""
         prompts = self.prompt_texts(processor, [len(im) for im in images], texts, system)
         flat = [im for sample in images for im in sample]
+        given = [list(sample) for sample in images] if self.images_per_prompt else flat
         processor.tokenizer.padding_side = "left"
-        return processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")
+        return processor(
+            text=prompts,
+            images=given if flat else None,
+            padding=True,
+            return_tensors="pt",
+            **dict(self.processor_kwargs),
+        )
 
     def stop_token_ids(self, tokenizer: Any) -> list[int]:
         """Ids that end a completion: the chat turn's end token and the tokenizer's EOS."""

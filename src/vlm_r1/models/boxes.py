@@ -154,6 +154,12 @@ def round_boxes(boxes: np.ndarray, space: BoxSpace) -> np.ndarray:
     return np.round(boxes)
 
 
+def as_written(values: Sequence[float] | np.ndarray) -> list[int | float]:
+    """Rounded model coordinates as JSON numbers: integers where the system's rounding made
+    whole numbers (pixels, 0-1000), floats otherwise (0-1 keeps its decimals)."""
+    return [int(v) if float(v).is_integer() else float(v) for v in np.asarray(values).ravel()]
+
+
 def round_trip_error(space: BoxSpace) -> float:
     """Worst-case original-pixel error of original -> rounded model units -> original."""
     sx, sy = space.scale()

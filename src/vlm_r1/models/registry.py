@@ -16,7 +16,16 @@ from typing import Any
 from vlm_r1.models.adapter import ModelLoadError, VLMAdapter
 
 FAMILIES: dict[str, VLMAdapter] = {}
-_FAMILY_MODULES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl")
+_FAMILY_MODULES = (
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "internvl",
+    "gemma3",
+    "smolvlm",
+    "glm4v",
+    "llava_onevision",
+)
 
 
 def register_family(cls: type[VLMAdapter]) -> type[VLMAdapter]:
@@ -46,11 +55,30 @@ def get_adapter(family: str) -> VLMAdapter:
     return FAMILIES[family]
 
 
+#: Checkpoints whose model code ships with the checkpoint (``trust_remote_code``) rather
+#: than with transformers, and what to load instead. vlm-r1 never runs code a checkpoint
+#: brings: its forwards, processor and box handling are those of the transformers-native
+#: classes, which the adapters and tests are written against.
+REMOTE_CODE_ALTERNATIVES = {
+    "internvl_chat": (
+        "InternVL checkpoints with remote code (e.g. OpenGVLab/InternVL2_5-4B) are not "
+        "loaded; use a transformers-native conversion, published with an -hf suffix (e.g. "
+        "OpenGVLab/InternVL3-2B-hf, model_type internvl), or convert one with transformers' "
+        "models/internvl/convert_internvl_weights_to_hf.py (in its source tree)"
+    ),
+}
+
+
 def adapter_for_model_type(model_type: str, source: str) -> VLMAdapter:
     _load_families()
     for adapter in FAMILIES.values():
         if model_type in adapter.model_types:
             return adapter
+    if model_type in REMOTE_CODE_ALTERNATIVES:
+        raise ModelLoadError(
+            f"checkpoint {source!r} has model_type {model_type!r}: "
+            f"{REMOTE_CODE_ALTERNATIVES[model_type]}"
+        )
     supported = sorted(t for a in FAMILIES.values() for t in a.model_types)
     raise ModelLoadError(
         f"checkpoint {source!r} has model_type {model_type!r}, which vlm-r1 does not support; "

@@ -386,6 +386,9 @@ class HFRollout:
         batch = stack_prompts(features, self.pad_token_id)
         length = int(batch["input_ids"].shape[1])
         prefix = {k: v[:, :-1] if k in sequence_keys else v for k, v in batch.items()}
+        positions = generation_position_ids(model, prefix["attention_mask"])
+        if positions is not None:
+            prefix["position_ids"] = positions
         cache = model(**prefix, use_cache=True).past_key_values
         cache.batch_repeat_interleave(g)
         repeat_prefill_row_state(model, len(features), g)
@@ -428,6 +431,27 @@ class HFRollout:
             self.pad_token_id,
             self.processor,
         )
+
+
+def generation_position_ids(model: Any, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """The position ids ``generate`` gives left-padded prompt rows, for a prefill whose cache
+    it continues; None where the model derives its own (Qwen-VL and GLM-4V override
+    ``_prepare_position_ids_for_generation`` with 3-D rotary positions and keep their offsets).
+
+    transformers' default numbers only attended tokens (``cumsum(mask) - 1``, pads at 0); a
+    forward given no position ids numbers every column, pads included. A prefill in one
+    convention decoded in the other shifts each padded row's cached keys by its pad count,
+    which rotary attention does not ignore: the tiny Gemma 3's next-token logits moved by
+    ~0.4 (enough to change sampled tokens), the tiny InternVL's by ~3e-3.
+    """
+    from transformers import GenerationMixin
+
+    derive = getattr(model, "_prepare_position_ids_for_generation", None)
+    default = GenerationMixin._prepare_position_ids_for_generation
+    if getattr(derive, "__func__", None) is not default:
+        return None
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 def repeat_prefill_row_state(model: Any, batch: int, repeats: int) -> None:

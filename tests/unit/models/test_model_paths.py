@@ -42,3 +42,24 @@ def test_hub_ids_still_go_to_the_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
     assert detect_adapter("Qwen/Qwen2.5-VL-3B-Instruct").family == "qwen2_5_vl"
     assert asked == ["Qwen/Qwen2.5-VL-3B-Instruct"]
+
+
+def test_a_remote_code_internvl_checkpoint_is_refused_with_the_native_alternative(tmp_path):
+    folder = tmp_path / "InternVL2_5-4B"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "internvl_chat", "auto_map": {}}')
+    with pytest.raises(ModelLoadError, match=r"internvl_chat.*-hf.*convert_internvl_weights"):
+        load_model(folder)
+
+
+def test_tiny_model_help_lists_every_registered_family():
+    from typer.testing import CliRunner
+
+    from vlm_r1.cli import app
+    from vlm_r1.models import family_names
+
+    result = CliRunner().invoke(app, ["tiny-model", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    listed = " ".join(result.output.split())
+    missing = [f for f in family_names() if f not in listed]
+    assert not missing, f"tiny-model --help does not list {missing}"

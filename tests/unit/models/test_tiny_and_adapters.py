@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vlm_r1.models import ModelLoadError, detect_adapter, family_names, get_adapter, load_model
-from vlm_r1.models.boxes import round_trip_error
+from vlm_r1.models.boxes import round_boxes, round_trip_error
 from vlm_r1.models.tiny import build_tiny, get_builder
 
 FAMILIES = tuple(family_names())
@@ -28,7 +28,9 @@ images = [Image.new("RGB", s, (40 * i, 200, 90)) for i, s in enumerate(sizes)]
 messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"the red shape {i}"}]}]
             for i in range(4)]
 texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-batch = processor(text=texts, images=images, padding=True, return_tensors="pt")
+# One list of images per prompt: the form every processor reads unambiguously (Gemma 3's
+# reads a flat list as all the images of one prompt).
+batch = processor(text=texts, images=[[im] for im in images], padding=True, return_tensors="pt")
 assert (batch["attention_mask"][:, -1] == 1).all(), "left padding expected"
 torch.manual_seed(0)
 out = model.generate(**batch, do_sample=True, temperature=1.0, max_new_tokens=8)
@@ -86,15 +88,18 @@ def test_tokenizer_keeps_digits_punctuation_and_tags_atomic(family, tiny_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_config_token_ids_point_at_local_tokenizer(family, tiny_path):
-    path = tiny_path(family)
-    config = json.loads((path / "config.json").read_text())
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoProcessor
 
-    tok = AutoTokenizer.from_pretrained(path)
-    image_token = "<IMG_CONTEXT>" if family == "internvl" else "<|image_pad|>"
-    assert config["image_token_id"] == tok.convert_tokens_to_ids(image_token)
-    text_vocab = config.get("text_config", config).get("vocab_size")
-    assert text_vocab == len(tok)
+    path = tiny_path(family)
+    config = AutoConfig.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    # The token the model replaces with image features is what the processor writes for an
+    # image, and a real token of the local vocabulary.
+    batch = get_adapter(family).prepare_inputs(processor, [[Image.new("RGB", (64, 48))]], ["a"])
+    assert (batch["input_ids"] == config.image_token_id).sum() > 0
+    assert config.image_token_id != tok.unk_token_id
+    assert config.get_text_config().vocab_size == len(tok)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +138,8 @@ def test_adapter_round_trip_within_one_pixel(processors, family, w, h, frac):
     y1, y2 = sorted([frac[2] * h, frac[3] * h])
     box = np.array([[x1, y1, x2, y2]])
     written = adapter.boxes_to_model(processors[family], (w, h), box)
-    assert np.all(written == np.round(written))
+    space = adapter.box_space(processors[family], (w, h))
+    assert np.all(written == round_boxes(written, space))  # as the family writes them
     back = adapter.boxes_from_model(processors[family], (w, h), written)
     # Integers in model units cost half a unit: <= 1 original pixel unless the processor
     # downscaled the image by more than 2x (tiny max_pixels), where a unit spans > 2 pixels.

@@ -85,9 +85,7 @@ def test_shared_features_match_repeated_images(family, tiny_path, samples):
     assert naive_grads.keys() == shared_grads.keys()
     vision = [n for n in naive_grads if "visual" in n or "vision" in n]
     assert vision, "the vision tower received no gradient: the test would not see a wrong one"
-    for name, grad in naive_grads.items():
-        rel = (grad - shared_grads[name]).norm() / grad.norm().clamp_min(1e-12)
-        assert rel <= 1e-4, f"{name}: relative gradient difference {rel:.2e}"
+    assert_gradients_close(naive_grads, shared_grads)
 
 
 @pytest.mark.parametrize("family", family_names())
@@ -162,6 +160,15 @@ def test_shared_prefix_matches_repeated_prompts(family, share_features, tiny_pat
     m = mask.bool()
     assert (naive_logps[m] - got_logps[m]).abs().max() <= 1e-5
     assert naive_grads.keys() == got_grads.keys()
-    for name, grad in naive_grads.items():
-        rel = (grad - got_grads[name]).norm() / grad.norm().clamp_min(1e-12)
+    assert_gradients_close(naive_grads, got_grads)
+
+
+def assert_gradients_close(expected: dict, got: dict) -> None:
+    """Each parameter's gradient within 1e-4 relative. The scale is floored at 1e-4 of the
+    largest gradient (so differences below 1e-8 of it pass): a gradient that is zero in exact arithmetic (a key bias under softmax,
+    which ignores a shift shared by all keys: SigLIP's ``k_proj.bias``) is float noise on
+    both paths, and noise relative to noise says nothing."""
+    floor = 1e-4 * max(float(g.norm()) for g in expected.values())
+    for name, grad in expected.items():
+        rel = (grad - got[name]).norm() / max(float(grad.norm()), floor, 1e-12)
         assert rel <= 1e-4, f"{name}: relative gradient difference {rel:.2e}"

@@ -33,3 +33,34 @@ def chatml(image: str, video: str, default_system: str | None) -> str:
 
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+def gemma3_template() -> str:
+    """Gemma 3's chat format (``google/gemma-3-4b-it``, ``chat_template`` in its tokenizer
+    config): ``<bos>``, then ``<start_of_turn>{user|model}\\n ... <end_of_turn>\\n`` turns that
+    must alternate user/model. There is no system turn: a leading system message's text plus a
+    blank line opens the first user turn. An image part is ``<start_of_image>``, which the
+    processor expands to its soft tokens; text parts are stripped of surrounding whitespace."""
+    return (
+        "{{ bos_token }}"
+        "{% set ns = namespace(prefix='', turns=messages) %}"
+        "{% if messages and messages[0]['role'] == 'system' %}"
+        "{% set sys = messages[0]['content'] %}"
+        "{% set ns.prefix = (sys if sys is string else sys[0]['text']) ~ '\\n\\n' %}"
+        "{% set ns.turns = messages[1:] %}"
+        "{% endif %}"
+        "{% for turn in ns.turns %}"
+        "{% if (turn['role'] == 'user') != (loop.index0 is even) %}"
+        "{{ raise_exception('Gemma 3 turns must alternate user/assistant, starting with user') }}"
+        "{% endif %}"
+        "<start_of_turn>{{ 'model' if turn['role'] == 'assistant' else turn['role'] }}\n"
+        "{% if loop.first %}{{ ns.prefix }}{% endif %}"
+        "{% if turn['content'] is string %}{{ turn['content'] | trim }}"
+        "{% else %}{% for part in turn['content'] %}"
+        "{% if part['type'] == 'image' %}<start_of_image>"
+        "{% elif part['type'] == 'text' %}{{ part['text'] | trim }}"
+        "{% endif %}{% endfor %}{% endif %}"
+        "<end_of_turn>\n"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    )

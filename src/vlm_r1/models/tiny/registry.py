@@ -42,7 +42,7 @@ class TinyBuilder:
 
 
 BUILDERS: dict[str, TinyBuilder] = {}
-_BUILDER_MODULES = ("qwen", "internvl")
+_BUILDER_MODULES = ("qwen", "internvl", "gemma3", "smolvlm", "glm4v", "llava_onevision")
 
 
 def register_builder(cls: type[TinyBuilder]) -> type[TinyBuilder]:

@@ -92,8 +92,6 @@ class VLMAdapter:
     #: SmolVLM and LLaVA-OneVision processors need it (a flat list is read as all the images
     #: of one prompt, or cannot be matched to each prompt's placeholders).
     images_per_prompt: bool = False
-    #: Keyword arguments every processor call gets (e.g. Gemma 3's ``add_special_tokens``).
-    processor_kwargs: tuple[tuple[str, Any], ...] = ()
 
     # ----- loading -------------------------------------------------------------------------
     def load(
@@ -186,17 +184,21 @@ class VLMAdapter:
         texts: Sequence[str],
         system: str = "",
     ) -> Any:
-        """A left-padded batch (``BatchFeature``) of prompts with their images."""
+        """A left-padded batch (``BatchFeature``) of prompts with their images, tokenized
+        without added special tokens (the chat template wrote them)."""
         prompts = self.prompt_texts(processor, [len(im) for im in images], texts, system)
         flat = [im for sample in images for im in sample]
         given = [list(sample) for sample in images] if self.images_per_prompt else flat
         processor.tokenizer.padding_side = "left"
+        # The chat template wrote every special token the model expects; a tokenizer that
+        # also adds its own (Gemma's <bos>) would double them. transformers'
+        # ``apply_chat_template(tokenize=True)`` tokenizes without them for the same reason.
         return processor(
             text=prompts,
             images=given if flat else None,
             padding=True,
+            add_special_tokens=False,
             return_tensors="pt",
-            **dict(self.processor_kwargs),
         )
 
     def stop_token_ids(self, tokenizer: Any) -> list[int]:

@@ -65,12 +65,10 @@ class Gemma3Adapter(VLMAdapter):
         "<end_of_image>",
     )
     eos_token: str = "<end_of_turn>"
-    #: Images go in one list per prompt (``Gemma3Processor`` reads a flat list as all images of
-    #: a single prompt), and no special tokens are added: the chat template already starts
-    #: with ``<bos>`` and Gemma's tokenizer would prepend a second one (transformers' own
-    #: ``ProcessorMixin.apply_chat_template`` turns them off for the same reason).
+    #: Images go in one list per prompt: ``Gemma3Processor`` reads a flat list as all images
+    #: of a single prompt. (The chat template starts with ``<bos>``, and Gemma's tokenizer
+    #: would add a second one: ``VLMAdapter.prepare_inputs`` adds no special tokens.)
     images_per_prompt: bool = True
-    processor_kwargs: tuple[tuple[str, Any], ...] = (("add_special_tokens", False),)
 
     def load(
         self,

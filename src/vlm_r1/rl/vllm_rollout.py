@@ -122,8 +122,10 @@ def build_requests(
 ) -> list[dict[str, Any]]:
     """One vLLM request per prompt: its chat-templated text (``chat_text``, the string its HF
     features were built from, so the run's prompt settings hold here too) and its images
-    (each passed once). ``adapter`` and ``processor`` are no longer read (the text is built
-    once, by ``prepare_prompt``); they stay for the callers' signature."""
+    (each passed once). vLLM tokenizes a text prompt with the tokenizer's special tokens, so
+    the ones the tokenizer adds itself (Gemma's ``<bos>``, which the template also writes) are
+    taken off the text first: vLLM then reads the token ids the HF features hold."""
+    prefix = added_prefix(processor.tokenizer)
     requests = []
     for prompt in prompts:
         if not prompt.chat_text:
@@ -132,11 +134,25 @@ def build_requests(
                 "policy.prompts.prepare_prompt or chat_prompt_text"
             )
         images = load_sample_images(prompt.sample)
-        request: dict[str, Any] = {"prompt": prompt.chat_text}
+        text = prompt.chat_text
+        if prefix and text.startswith(prefix):
+            text = text[len(prefix) :]
+        request: dict[str, Any] = {"prompt": text}
         if images:
             request["multi_modal_data"] = {"image": images}
         requests.append(request)
     return requests
+
+
+def added_prefix(tokenizer: Any) -> str:
+    """The text of the special tokens ``tokenizer`` puts before whatever it encodes ("" for
+    Qwen's; ``"<bos>"`` for Gemma's)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    extra = len(full) - len(plain)
+    if extra <= 0 or full[extra : extra + len(plain)] != plain:
+        return ""
+    return tokenizer.decode(full[:extra])
 
 
 def rollout_from_outputs(

@@ -11,7 +11,7 @@ import torch
 
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
-from vlm_r1.models import load_model
+from vlm_r1.models import family_names, load_model
 from vlm_r1.policy.prompts import prepare_prompt
 from vlm_r1.rl import vllm_rollout
 from vlm_r1.rl.rollout import SamplingParams
@@ -197,17 +197,19 @@ def test_sync_merges_lora_then_restores_the_adapter(qwen):
 
 
 # ------------------------------------------------------------------------------ requests
-def test_requests_carry_the_same_prompt_and_each_image_once(qwen, samples):
-    adapter, _, processor = qwen
+@pytest.mark.parametrize("family", family_names())
+def test_requests_carry_the_same_prompt_and_each_image_once(family, tiny_path, samples):
+    adapter, _, processor = load_model(tiny_path(family))
     prompts = [prepare_prompt(adapter, processor, s) for s in samples]
     requests = build_requests(adapter, processor, prompts)
     assert len(requests) == len(prompts)
     for request, prompt in zip(requests, prompts, strict=True):
         assert len(request["multi_modal_data"]["image"]) == 1
-        # What vLLM's processor makes of the request is what the trainer's forwards see.
+        # What vLLM's processor makes of the request (text tokenized with the tokenizer's own
+        # special tokens) is what the trainer's forwards see: one <bos> for Gemma 3, not two.
         again = processor(
             text=[request["prompt"]],
-            images=request["multi_modal_data"]["image"],
+            images=[request["multi_modal_data"]["image"]],
             return_tensors="pt",
         )
         assert torch.equal(again["input_ids"], prompt.features["input_ids"])

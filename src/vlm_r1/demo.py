@@ -45,6 +45,7 @@ from vlm_r1.data.shapes import write_shapes
 from vlm_r1.eval.compare import compare_predictions
 from vlm_r1.eval.runner import evaluate_checkpoint
 from vlm_r1.models.tiny import cache_root, tiny_checkpoint
+from vlm_r1.models.tiny.build import source_digest
 from vlm_r1.report.html import build_report
 from vlm_r1.rl.trainer import run_training
 from vlm_r1.sft import SFTConfig, run_sft
@@ -162,6 +163,7 @@ def _warm_start(
     """A short SFT on ``tasks``; cached by everything that determines it."""
     key = json.dumps(
         [
+            source_digest(Path(__file__).parent),  # any vlm_r1 code can change the warm start
             model,
             plan.image_size,
             plan.object_scale,

@@ -238,3 +238,18 @@ def test_pixel_bounds_reach_the_image_processor(family, tiny_path):
 def test_pixel_bounds_are_refused_for_a_tiling_family(tiny_path):
     with pytest.raises(ModelLoadError, match="Qwen-VL processor settings"):
         get_adapter("internvl").load_processor(tiny_path("internvl"), max_pixels=1000)
+
+
+def test_cache_keys_follow_the_source_that_builds_the_checkpoint(tmp_path):
+    from vlm_r1.models.tiny.build import source_digest
+
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not code")
+    before = source_digest(tmp_path / "pkg")
+    assert source_digest(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "notes.txt").write_text("edited, still not code")
+    assert source_digest(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 3\n")  # a nested builder changes
+    assert source_digest(tmp_path / "pkg") != before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -68,15 +69,31 @@ def build_tiny(family: str, out: str | os.PathLike, size: str = "test", seed: in
     return out
 
 
+def source_digest(*paths: str | os.PathLike) -> str:
+    """A digest of the Python sources at ``paths`` (files, or folders searched recursively).
+
+    Part of every cache key that code determines: a cached checkpoint built by older code is
+    not reused after the code changes (a version constant alone is forgotten: a change to a
+    tiny builder's initialisation once left stale checkpoints in every cache)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("VLM_R1_CACHE", Path.home() / ".cache" / "vlm_r1"))
 
 
 def tiny_checkpoint(family: str, size: str = "test", seed: int = 0) -> Path:
-    """A cached tiny checkpoint, built once per (family, size, seed, recipe, library versions)."""
+    """A cached tiny checkpoint, built once per (family, size, seed, recipe, library versions,
+    builder and adapter source)."""
     import tokenizers
     import transformers
 
+    adapter_source = inspect.getfile(type(get_adapter(family)))
     key = json.dumps(
         [
             family,
@@ -86,6 +103,7 @@ def tiny_checkpoint(family: str, size: str = "test", seed: int = 0) -> Path:
             asdict(TINY_SIZES[size]),
             transformers.__version__,
             tokenizers.__version__,
+            source_digest(Path(__file__).parent, adapter_source),
         ]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -92,6 +92,9 @@ class VLMAdapter:
     #: SmolVLM and LLaVA-OneVision processors need it (a flat list is read as all the images
     #: of one prompt, or cannot be matched to each prompt's placeholders).
     images_per_prompt: bool = False
+    #: Why this family cannot run flash attention ("" when it can): ``load`` refuses it by
+    #: name, before touching the checkpoint.
+    no_flash_attention: str = ""
 
     # ----- loading -------------------------------------------------------------------------
     def load(
@@ -106,6 +109,11 @@ class VLMAdapter:
         """Load model and processor with the same code for a tiny local and a hub checkpoint."""
         from transformers import AutoModelForImageTextToText
 
+        if self.no_flash_attention and attn_implementation.startswith("flash_attention"):
+            raise ModelLoadError(
+                f"attn_implementation={attn_implementation!r} is not supported by "
+                f"{self.no_flash_attention}; use 'sdpa' or 'eager'"
+            )
         if dtype not in DTYPES:
             raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
         if attn_implementation not in ATTENTION_IMPLEMENTATIONS:

@@ -37,11 +37,8 @@ InternVL) write, tokenize to at most four digits and need no per-image informati
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from vlm_r1.models.adapter import ModelLoadError, VLMAdapter
 from vlm_r1.models.registry import register_family
@@ -69,26 +66,11 @@ class Gemma3Adapter(VLMAdapter):
     #: of a single prompt. (The chat template starts with ``<bos>``, and Gemma's tokenizer
     #: would add a second one: ``VLMAdapter.prepare_inputs`` adds no special tokens.)
     images_per_prompt: bool = True
-
-    def load(
-        self,
-        path: str | os.PathLike,
-        dtype: str = "float32",
-        attn_implementation: str = "sdpa",
-        device_map: str | dict | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-    ) -> tuple[torch.nn.Module, Any]:
-        """As :meth:`VLMAdapter.load`, refusing flash attention by name first: transformers marks
-        Gemma 3 as not supporting it (``_supports_flash_attn = False``) because flash kernels
-        drop the bidirectional mask over image tokens."""
-        if attn_implementation.startswith("flash_attention"):
-            raise ModelLoadError(
-                f"attn_implementation={attn_implementation!r} is not supported by Gemma 3 "
-                "(flash attention cannot apply its bidirectional mask over image tokens); "
-                "use 'sdpa' or 'eager'"
-            )
-        return super().load(path, dtype, attn_implementation, device_map, min_pixels, max_pixels)
+    #: transformers marks Gemma 3 ``_supports_flash_attn = False``: flash kernels drop the
+    #: bidirectional mask over image tokens.
+    no_flash_attention: str = (
+        "Gemma 3 (flash attention cannot apply its bidirectional mask over image tokens)"
+    )
 
     def set_pixel_bounds(
         self, processor: Any, min_pixels: int | None, max_pixels: int | None

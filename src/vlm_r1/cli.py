@@ -66,16 +66,22 @@ def demo(
         False, "--quick", help="A smaller run (about 3 minutes; used by CI)."
     ),
     full: bool = typer.Option(
-        False, "--full", help="Add the detection ablation (AP vs odLength reward)."
+        False,
+        "--full",
+        help="Three seeds pooled, plus the detection ablation (AP vs odLength reward).",
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="The first seed (--full runs seed, +1, +2)."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1, help="Post-training seeds to run and pool (default 1; --full 3)."
+    ),
 ) -> None:
-    """The paper in miniature: warm start, then SFT vs GRPO, evaluated in and out of domain."""
+    """The paper in miniature: a pretrained base (cached), then narrow SFT vs GRPO, evaluated
+    in and out of domain with paired tests."""
     from vlm_r1.demo import run_demo
 
     if quick and full:
         raise UserError("--quick and --full exclude each other")
-    run_demo(out, "quick" if quick else "full" if full else "default", seed)
+    run_demo(out, "quick" if quick else "full" if full else "default", seed, seeds)
 
 
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -284,7 +290,9 @@ def make_shapes(
         "224", "--image-size", help="N, or MIN..MAX for random sizes (e.g. 112..448)."
     ),
     tasks: str = typer.Option(
-        "rec,ovd,count", "--tasks", help="Comma-separated: rec, ovd, count, locate, point."
+        "rec,ovd,count",
+        "--tasks",
+        help="Comma-separated: rec, ovd, count, locate, point, rec_mix (REC of every kind).",
     ),
     object_scale: float = typer.Option(
         1.0, "--object-scale", help="Multiply object sizes (0.25..3; the demo uses 2)."

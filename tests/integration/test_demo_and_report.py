@@ -30,15 +30,17 @@ def demo_run(tmp_path_factory):
 def test_quick_demo_writes_metrics_and_report(demo_run):
     run, stdout = demo_run
     summary = json.loads((run / "metrics.json").read_text())
-    for model in ("start", "sft", "grpo"):
+    (study,) = summary["studies"]
+    for model in ("base", "sft", "grpo"):
         for split in ("eval_in", "eval_ood"):
-            rec = summary["results"][model][split]["rec"]
+            rec = study["results"][model][split]["rec"]
             assert 0.0 <= rec["acc@0.5"] <= 1.0 and 0.0 <= rec["miou"] <= 1.0
     assert len(summary["verdicts"]) == 2 and "out of domain" in summary["verdicts"][1]
+    assert set(summary["base"]["rec_by_kind"]) >= {"all", "attribute", "relation"}
     assert (run / "report.html").stat().st_size > 10_000
-    assert "report:" in stdout and "REC Acc@0.5" in stdout
+    assert "report:" in stdout and "REC Acc@0.5" in stdout and "by expression kind" in stdout
     history = [
-        json.loads(line) for line in (run / "grpo" / "metrics.jsonl").read_text().splitlines()
+        json.loads(line) for line in (run / "grpo_s0" / "metrics.jsonl").read_text().splitlines()
     ]
     assert "monitor/why0/no_answer" in history[-1] and "reward/accuracy" in history[-1]
 

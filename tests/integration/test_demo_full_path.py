@@ -1,21 +1,27 @@
-"""The --full demo path (detection ablation: AP vs odLength) on a toy-sized plan."""
+"""The --full demo path on a toy-sized plan: pretraining (cached), two seeds pooled, and the
+detection ablation (AP vs odLength) with its hacking monitors."""
 
 import json
 
 import pytest
 
 from vlm_r1 import demo
+from vlm_r1.demo.verdicts import MODELS
 
 
 @pytest.mark.slow
-def test_full_mode_runs_the_ovd_ablation(tmp_path, monkeypatch):
+def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     monkeypatch.setenv("VLM_R1_CACHE", str(tmp_path / "cache"))
     tiny = demo.DemoPlan(
+        model_size="test",
+        n_pretrain=24,
+        locate_steps=3,
+        mix_steps=2,
+        ovd_pretrain_steps=2,
+        pretrain_batch=4,
         n_train=24,
         n_eval=6,
-        warm_steps=3,
-        ovd_warm_steps=2,
-        warm_batch=4,
+        seeds=2,
         budget_prompts=8,
         sft_batch=4,
         grpo_prompts_per_step=4,
@@ -23,14 +29,44 @@ def test_full_mode_runs_the_ovd_ablation(tmp_path, monkeypatch):
         max_completion_length=12,
         ovd_ablation=True,
         ovd_prompts=8,
+        ovd_max_completion_length=16,
     )
     monkeypatch.setitem(demo.PLANS, "toy", tiny)
-    summary = demo.run_demo(tmp_path / "run", "toy")
-    results = summary["results"]
+    summary = demo.run_demo(tmp_path / "run", "toy", seed=3)
+    assert summary["seeds"] == [3, 4]
+    base = summary["base"]
+    assert base["rec_by_kind"]["all"]["n"] == 6 and isinstance(base["competent"], bool)
+    assert 0.0 <= base["detector_ovd"]["mAP"] <= 1.0
+    for study in summary["studies"]:
+        for model in MODELS:
+            assert study["results"][model]["eval_ood"]["rec"]["n"] == 6
+    # Pooled over seeds whose eval samples differ: the pooled test counts every seed's pairs.
+    pooled = summary["pooled"]["tests"]["eval_ood"]["grpo_vs_sft"]
+    per_seed = [s["comparisons"]["eval_ood"]["grpo_vs_sft"] for s in summary["studies"]]
+    assert pooled["n"] == 12 and pooled["b_only"] == sum(t["b_only"] for t in per_seed)
+    eval_sets = [
+        (tmp_path / "run" / "data" / f"seed{s}" / "rec_eval_ood.jsonl").read_text() for s in (3, 4)
+    ]
+    assert eval_sets[0] != eval_sets[1]
+    assert sum(line.startswith("seed ") for line in summary["verdicts"]) == 4
+    assert any(", 2 seeds pooled:" in line for line in summary["verdicts"])
+    detection = summary["detection"]["pooled"]
     for name in ("grpo_ap", "grpo_odlength"):
-        ovd = results[name]["eval_in"]["ovd"]
-        assert 0.0 <= ovd["mAP"] <= 1.0 and ovd["n"] == 6
-    assert any(line.startswith("detection:") for line in summary["verdicts"])
-    history = (tmp_path / "run" / "grpo_ap" / "metrics.jsonl").read_text().splitlines()
+        assert detection[name]["mAP"]["n"] == 2
+        assert set(detection[name]) >= {"pred_gt_box_ratio", "duplicate_box_rate"}
+    assert summary["verdicts"][-1].startswith("detection (2 seeds, end of training):")
+    history = (tmp_path / "run" / "grpo_ap_s3" / "metrics.jsonl").read_text().splitlines()
     assert "monitor/duplicate_box_rate" in json.loads(history[-1])
-    assert (tmp_path / "run" / "report.html").is_file()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "grpo (2 seeds)" in html and "grpo_odlength_s4" in html and "pretrain_mix" in html
+    # A second run reuses the cached base and detector: nothing is pretrained again.
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "demo").iterdir())
+    assert cached == ["base", "detector"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached stage was trained again")
+
+    monkeypatch.setattr(demo, "sft", no_training)
+    base_again, detector_again = demo._pretrain(tiny, 3, tmp_path / "run" / "data" / "pretrain")
+    assert base_again.is_relative_to(tmp_path / "cache" / "demo") and detector_again.is_dir()
+    assert (base_again / "config.json").is_file()

@@ -163,3 +163,36 @@ def test_object_scale_grows_objects_and_keeps_referents_unique():
     assert mean_side(2.0) > 1.6 * mean_side(1.0)
     with pytest.raises(ValueError, match="object_scale"):
         write_shapes("/nonexistent", 1, 1, object_scale=5.0)
+
+
+def test_rec_mix_has_every_kind_in_both_styles_and_keeps_held_out_pairs_out_of_train(tmp_path):
+    """The pretraining mix covers what narrow post-training on ``rec`` leaves out (every
+    expression kind, the textured style), but held-out colour-shape pairs stay unseen."""
+    records = list(generate("rec_mix", "train", 400, seed=2, image_size=(112, 112)))
+    kinds = Counter(r.meta["kind"] for r in records)
+    assert set(kinds) == set(IN_DOMAIN_KINDS) | set(OOD_KINDS)
+    assert min(kinds.values()) >= 20, kinds
+    styles = Counter(r.style for r in records)
+    assert set(styles) == {"flat", "textured"} and min(styles.values()) >= 150, styles
+    for record in records:
+        expr = Expression(**record.meta["expression"])
+        assert resolve(expr, record.scene, record.image_size) == [record.meta["target"]]
+        assert not {(o.colour, o.shape) for o in record.scene} & HELD_OUT
+    paths = write_shapes(tmp_path, 12, 2, seed=2, image_size="112", tasks=["rec_mix"])
+    rows = _rows(paths["rec_mix_train"])
+    assert all(r["task"] == "rec" and r["style"] in ("flat", "textured") for r in rows)
+    for row in rows:  # the style drawn is the style written: flat images have one background
+        pixels = np.asarray(Image.open(tmp_path / row["image"]))
+        corners = {tuple(pixels[y, x]) for y in (0, -1) for x in (0, -1)}
+        assert (len(corners) == 1) == (row["style"] == "flat"), row["id"]
+
+
+def test_existing_tasks_keep_their_split_styles(tmp_path):
+    """Adding styles must not change ``rec``: in-domain images flat, out-of-domain textured."""
+    write_shapes(tmp_path, 3, 3, seed=1, image_size="112", tasks=["rec"])
+    for split, flat in (("train", True), ("eval_in", True), ("eval_ood", False)):
+        for row in _rows(tmp_path / f"rec_{split}.jsonl"):
+            assert "style" not in row
+            pixels = np.asarray(Image.open(tmp_path / row["image"]))
+            corners = {tuple(pixels[y, x]) for y in (0, -1) for x in (0, -1)}
+            assert (len(corners) == 1) == flat

@@ -10,6 +10,8 @@ comparison can run on a laptop:
   combinations never seen in ``train`` (``HELD_OUT``), and expressions of kinds ``train``
   never uses, which need reasoning: superlatives ("the leftmost star"), ordinals ("the second
   shape from the left"), negation ("the square that is not green").
+* ``rec_mix`` (a task, not a split): REC with all of those kinds in either style, in every
+  split; what a broadly pretrained model has seen before a narrow post-training on ``rec``.
 
 Every REC expression is checked by ``resolve``: it must pick exactly one object, the target
 (the generator asserts it; tests re-check). Objects never overlap, so boxes are exact and

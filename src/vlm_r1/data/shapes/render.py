@@ -14,6 +14,15 @@ from PIL import Image, ImageDraw
 
 from vlm_r1.data.shapes.world import COLOURS, Obj, Size
 
+#: "flat": a plain light background (``train``, ``eval_in``); "textured": a gradient with noise
+#: and outlined shapes (``eval_ood``'s shifted style).
+STYLES = ("flat", "textured")
+
+
+def split_style(split: str) -> str:
+    """The style a split draws in unless its task says otherwise."""
+    return "textured" if split == "eval_ood" else "flat"
+
 
 def _unit_polygon(shape: str) -> list[tuple[float, float]]:
     """Vertices in [0, 1]^2 touching all four sides, so the box is the shape's exact extent."""
@@ -55,11 +64,13 @@ def _draw(draw: ImageDraw.ImageDraw, obj: Obj, outline: tuple[int, int, int] | N
 
 
 def render(
-    scene: Sequence[Obj], image_size: Size, split: str, rng: np.random.Generator
+    scene: Sequence[Obj], image_size: Size, style: str, rng: np.random.Generator
 ) -> Image.Image:
-    """Plain light background in-domain; gradient + noise and outlined shapes out of domain."""
+    """Draw ``scene`` in ``style`` (one of ``STYLES``)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
     width, height = image_size
-    if split == "eval_ood":
+    if style == "textured":
         top, bottom = rng.integers(120, 230, 3), rng.integers(120, 230, 3)
         t = np.linspace(0.0, 1.0, height)[:, None, None]
         background = (1 - t) * top + t * bottom + rng.normal(0, 12, (height, width, 3))

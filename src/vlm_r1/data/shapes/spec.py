@@ -6,8 +6,10 @@ from vlm_r1.errors import UserFacingError
 
 #: ``locate`` is REC on single-object scenes ("the red circle"): basic grounding for warm starts.
 #: ``point`` is click grounding ("Click the blue square."): answer a point inside the object.
+#: ``rec_mix`` is REC with every expression kind in both image styles, in every split: the
+#: broad pretraining mix whose skills a narrow post-training on ``rec`` does not exercise.
 #: (New kinds go last: a kind's index seeds its records.)
-TASK_KINDS = ("rec", "ovd", "count", "locate", "point")
+TASK_KINDS = ("rec", "ovd", "count", "locate", "point", "rec_mix")
 DEFAULT_TASKS = ("rec", "ovd", "count")
 
 

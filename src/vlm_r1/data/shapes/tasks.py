@@ -1,4 +1,4 @@
-"""The tasks (REC, OVD, counting, locate, point): one scene and its question and answer each.
+"""The tasks (REC, OVD, counting, locate, point, the REC pretraining mix): one scene and its question and answer each.
 
 Each record has its own random generator, seeded by (seed, split, task, index), so a record
 does not depend on how many came before it or on the other tasks.
@@ -16,6 +16,7 @@ import numpy as np
 from vlm_r1.data.sample import REC_QUESTION
 from vlm_r1.data.shapes.expressions import Expression, matches, resolve
 from vlm_r1.data.shapes.referring import EXPRESSION_MAKERS, IN_DOMAIN_KINDS, OOD_KINDS
+from vlm_r1.data.shapes.render import STYLES
 from vlm_r1.data.shapes.spec import TASK_KINDS, ShapesSpecError
 from vlm_r1.data.shapes.world import (
     HELD_OUT,
@@ -40,6 +41,8 @@ class ShapesRecord:
     scene: list[Obj]
     image_size: Size
     meta: dict[str, Any] = field(default_factory=dict)
+    style: str | None = None
+    """How the image is drawn (``render.STYLES``); ``None``: the split's own style."""
 
 
 #: A referring-expression maker: (scene, target, image size, rng) -> an expression or None.
@@ -85,6 +88,23 @@ def _rec(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     meta = {"kind": expr.kind, "expression": asdict(expr), "target": target}
     return ShapesRecord(
         "rec", REC_QUESTION.format(expr.text), json.dumps(box), scene, image_size, meta
+    )
+
+
+def _rec_mix(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    """REC with every expression kind, drawn in either style: what a broadly pretrained model
+    has seen. Held-out colour-shape pairs stay out of ``train`` and ``eval_in`` as everywhere."""
+    image_size, scene, target, expr = _referred(rng, split, world, EXPRESSION_MAKERS)
+    style = str(rng.choice(STYLES))
+    meta = {"kind": expr.kind, "expression": asdict(expr), "target": target, "style": style}
+    return ShapesRecord(
+        "rec",
+        REC_QUESTION.format(expr.text),
+        json.dumps(list(scene[target].box)),
+        scene,
+        image_size,
+        meta,
+        style,
     )
 
 
@@ -177,7 +197,14 @@ def _point(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     return ShapesRecord("point", f"Click {expr.text}.", json.dumps(box), scene, image_size, meta)
 
 
-TASK_MAKERS = {"rec": _rec, "ovd": _ovd, "count": _count, "locate": _locate, "point": _point}
+TASK_MAKERS = {
+    "rec": _rec,
+    "ovd": _ovd,
+    "count": _count,
+    "locate": _locate,
+    "point": _point,
+    "rec_mix": _rec_mix,
+}
 
 
 def generate(

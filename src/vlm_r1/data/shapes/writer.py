@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlm_r1.data.shapes.render import render
+from vlm_r1.data.shapes.render import render, split_style
 from vlm_r1.data.shapes.spec import DEFAULT_TASKS, TASK_KINDS, ShapesSpecError, parse_image_size
 from vlm_r1.data.shapes.tasks import generate
 from vlm_r1.data.shapes.world import SPLITS
@@ -48,7 +48,8 @@ def write_shapes(
                     rng = np.random.default_rng(
                         [seed, SPLITS.index(split), TASK_KINDS.index(task), index, 1]
                     )
-                    render(record.scene, record.image_size, split, rng).save(
+                    style = record.style or split_style(split)
+                    render(record.scene, record.image_size, style, rng).save(
                         out / name, compress_level=1
                     )
                     row = {

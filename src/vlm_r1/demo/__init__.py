@@ -1,0 +1,414 @@
+"""``vlm-r1 demo``: the VLM-R1 paper in miniature, on a CPU.
+
+0. Pretrain a demo-size Qwen3-VL, built locally, on a broad mix (cached per machine): single
+   objects first ("the red circle": the answer format and where things are), then REC with
+   every expression kind in both image styles (``shapes`` task ``rec_mix``). Report the base's
+   Acc@0.5 per expression kind against a stated bar (``competence.py``): the paper's claims are
+   about post-training a model that already has the skills.
+1. Per seed, from that same base, post-train on a *narrow* REC distribution (attribute and
+   relation expressions on flat backgrounds): (a) SFT, (b) GRPO with a binary IoU >= 0.5
+   reward and KL to the base, at a matched budget (SFT trains on as many samples as GRPO
+   samples completions).
+2. Evaluate base, SFT and GRPO in domain and out of domain (reasoning expressions, held-out
+   colour-shape pairs, textured backgrounds), and test each pair on the same samples
+   (McNemar's exact test). Over several seeds (``--full``), pool them (``pooling.py``).
+3. ``--full`` adds the detection ablation: from a base pretrained on detection too, GRPO with a
+   plain AP reward vs odLength, with the reward-hacking monitors at the end of training.
+4. Write ``metrics.json`` and ``report.html``; print the tables. The numbers are whatever this
+   run measured: the verdict lines say plainly what the paired tests found.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from vlm_r1.data.shapes import write_shapes
+from vlm_r1.demo.competence import accuracy_by_kind, competence
+from vlm_r1.demo.plan import FAMILY, PLANS, DemoPlan
+from vlm_r1.demo.pooling import pool_comparisons, pool_seeds, spread
+from vlm_r1.demo.stages import cached_run, evaluate, final_monitors, grpo, sft
+from vlm_r1.demo.verdicts import (
+    MODELS,
+    PAIRS,
+    SPLITS,
+    detection_verdict,
+    pooled_verdicts,
+    rec_metric,
+    rec_verdicts,
+)
+from vlm_r1.eval.compare import compare_predictions
+from vlm_r1.models.tiny import tiny_checkpoint
+from vlm_r1.report.html import build_report
+
+__all__ = ["PLANS", "DemoPlan", "run_demo"]
+
+#: End-of-training monitors the detection ablation reports (``rl/monitors.py``).
+HACKING_MONITORS = (
+    "pred_gt_box_ratio",
+    "duplicate_box_rate",
+    "empty_answer_rate",
+    "whole_image_box_rate",
+)
+
+
+class _Clock:
+    """Seconds per stage, in order."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        spent = time.perf_counter() - self.started - sum(self.laps.values())
+        self.laps[name] = round(self.laps.get(name, 0.0) + spent, 1)
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 1)
+
+
+def _pretrain(plan: DemoPlan, seed: int, data: Path) -> tuple[Path, Path]:
+    """The base (locate, then the broad mix) and, for the detection ablation, the base
+    pretrained on detection too; each cached by the code, the plan's pretraining fields and
+    the seed. Training data is only written when a stage has to run."""
+    tasks = ("locate", "rec_mix") + (("ovd",) if plan.ovd_ablation else ())
+
+    def training_data() -> None:
+        if not (data / "rec_mix_train.jsonl").is_file() or not _rows(data / "rec_mix_train.jsonl"):
+            write_shapes(
+                data, plan.n_pretrain, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale
+            )
+
+    key = [
+        FAMILY,
+        plan.model_size,
+        plan.image_size,
+        plan.object_scale,
+        plan.n_pretrain,
+        plan.locate_steps,
+        plan.mix_steps,
+        plan.pretrain_batch,
+        plan.pretrain_lr,
+        seed,
+    ]
+
+    def build_base(staging: Path) -> Path:
+        training_data()
+        model = str(tiny_checkpoint(FAMILY, plan.model_size, seed))
+        locate = sft(
+            model,
+            str(data / "locate_train.jsonl"),
+            staging / "locate",
+            plan.locate_steps,
+            plan.pretrain_batch,
+            plan.pretrain_lr,
+            seed,
+        )
+        return sft(
+            str(locate),
+            f"{data / 'rec_mix_train.jsonl'}:{data / 'locate_train.jsonl'}",
+            staging / "mix",
+            plan.mix_steps,
+            plan.pretrain_batch,
+            plan.pretrain_lr,
+            seed,
+        )
+
+    base = cached_run("base", key, build_base)
+    if not plan.ovd_ablation:
+        return base, base
+
+    def build_detector(staging: Path) -> Path:
+        training_data()
+        return sft(
+            str(base),
+            f"{data / 'ovd_train.jsonl'}:{data / 'rec_mix_train.jsonl'}",
+            staging / "ovd",
+            plan.ovd_pretrain_steps,
+            plan.pretrain_batch,
+            plan.pretrain_lr,
+            seed,
+        )
+
+    return base, cached_run("detector", [*key, plan.ovd_pretrain_steps], build_detector)
+
+
+def _rows(path: Path) -> int:
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _eval_splits(
+    models: dict[str, Path], data: Path, out: Path, plan: DemoPlan
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """REC results ``{model: {split: metrics}}`` and paired tests ``{split: {b_vs_a: test}}``."""
+    results: dict[str, Any] = {name: {} for name in models}
+    for name, path in models.items():
+        for split, _ in SPLITS:
+            results[name][split] = evaluate(
+                path, data / f"rec_{split}.jsonl", out / name / split, plan.n_eval
+            )
+    comparisons = {
+        split: {
+            f"{b}_vs_{a}": compare_predictions(
+                out / a / split / "predictions.jsonl", out / b / split / "predictions.jsonl"
+            ).as_dict()
+            for pair in PAIRS
+            for b, a in (pair, pair[::-1])
+        }
+        for split, _ in SPLITS
+    }
+    return results, comparisons
+
+
+def _rec_study(
+    plan: DemoPlan, seed: int, base: Path, out: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """One seed: its own narrow post-training and eval data, SFT and GRPO from ``base``."""
+    data = out / "data" / f"seed{seed}"
+    tasks = ("rec", "ovd") if plan.ovd_ablation else ("rec",)
+    write_shapes(data, plan.n_train, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale)
+    rec_train = str(data / "rec_train.jsonl")
+    samples = plan.budget_prompts * plan.grpo_generations
+    say(f"seed {seed}: SFT on narrow REC ({samples} samples)")
+    sft_final = sft(
+        str(base),
+        rec_train,
+        out / f"sft_s{seed}",
+        samples // plan.sft_batch,
+        plan.sft_batch,
+        plan.sft_lr,
+        seed,
+    )
+    say(
+        f"seed {seed}: GRPO on narrow REC ({plan.budget_prompts} prompts x "
+        f"G={plan.grpo_generations}, {plan.grpo_reward}, beta {plan.grpo_beta})"
+    )
+    grpo_final = grpo(
+        str(base),
+        rec_train,
+        out / f"grpo_s{seed}",
+        plan,
+        plan.budget_prompts // plan.grpo_prompts_per_step,
+        seed,
+        plan.grpo_reward,
+    )
+    say(f"seed {seed}: evaluation in and out of domain")
+    models = {"base": base, "sft": sft_final, "grpo": grpo_final}
+    results, comparisons = _eval_splits(models, data, out / "eval" / f"seed{seed}", plan)
+    return {"seed": seed, "results": results, "comparisons": comparisons}
+
+
+def _detection_study(
+    plan: DemoPlan, seed: int, detector: Path, out: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """One seed of the ablation: GRPO with AP vs odLength from the detection base."""
+    data = out / "data" / f"seed{seed}"
+    steps = plan.ovd_prompts // plan.grpo_prompts_per_step
+    found: dict[str, Any] = {}
+    for name, reward in (("grpo_ap", "ap"), ("grpo_odlength", "od_length")):
+        say(f"seed {seed}: detection GRPO with the {reward} reward")
+        run = out / f"{name}_s{seed}"
+        final = grpo(
+            str(detector),
+            str(data / "ovd_train.jsonl"),
+            run,
+            plan,
+            steps,
+            seed,
+            reward,
+            plan.ovd_max_completion_length,
+        )
+        metrics = evaluate(
+            final,
+            data / "ovd_eval_in.jsonl",
+            out / "eval" / f"seed{seed}" / name,
+            plan.n_eval,
+            plan.ovd_max_completion_length,
+        )
+        found[name] = {
+            "ovd": metrics.get("ovd", {}),
+            "monitors": final_monitors(run, HACKING_MONITORS),
+        }
+    return found
+
+
+def _pool_detection(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    pooled = {}
+    for name in ("grpo_ap", "grpo_odlength"):
+        stats = {"mAP": spread([s[name]["ovd"].get("mAP", float("nan")) for s in per_seed])}
+        for key in HACKING_MONITORS:
+            stats[key] = spread([s[name]["monitors"][key] for s in per_seed])
+        pooled[name] = stats
+    return pooled
+
+
+def run_demo(
+    out: Path | None = None, mode: str = "default", seed: int = 0, seeds: int | None = None
+) -> dict[str, Any]:
+    """Run ``mode``'s plan; ``seeds`` overrides how many post-training seeds it runs
+    (``seed``, ``seed + 1``, ...; the base is pretrained once, with ``seed``)."""
+    if mode not in PLANS:
+        raise ValueError(f"unknown demo mode {mode!r}; choose one of {sorted(PLANS)}")
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    plan = PLANS[mode] if seeds is None else replace(PLANS[mode], seeds=seeds)
+    console = Console()
+    out = Path(out or "out/demo")
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    console.rule(f"vlm-r1 demo ({mode})")
+
+    def say(text: str) -> None:
+        console.print(f"[bold]>[/] {text}")
+
+    say("pretraining the base (locate, then REC of every kind; cached)")
+    pre = out / "data" / "pretrain"
+    tasks = ("locate", "rec_mix") + (("ovd",) if plan.ovd_ablation else ())
+    # Eval splits always; training splits only if a pretraining stage has to run.
+    write_shapes(pre, 0, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale)
+    base, detector = _pretrain(plan, seed, pre)
+    clock.lap("pretrain")
+    say("the base's competence per expression kind (rec_mix eval_in)")
+    evaluate(base, pre / "rec_mix_eval_in.jsonl", out / "eval" / "base_competence", plan.n_eval)
+    by_kind = accuracy_by_kind(
+        out / "eval" / "base_competence" / "predictions.jsonl", pre / "rec_mix_eval_in.jsonl"
+    )
+    base_report: dict[str, Any] = {"rec_by_kind": by_kind, **competence(by_kind)}
+    if plan.ovd_ablation:
+        base_report["detector_ovd"] = evaluate(
+            detector,
+            pre / "ovd_eval_in.jsonl",
+            out / "eval" / "detector",
+            plan.n_eval,
+            plan.ovd_max_completion_length,
+        ).get("ovd", {})
+    clock.lap("base_eval")
+
+    seeds = [seed + i for i in range(plan.seeds)]
+    studies = []
+    for s in seeds:
+        studies.append(_rec_study(plan, s, base, out, say))
+        clock.lap("rec_study")
+    pooled = pool_seeds([s["results"] for s in studies], ("rec", "acc@0.5"))
+    pooled_miou = pool_seeds([s["results"] for s in studies], ("rec", "miou"))
+    pooled_tests = pool_comparisons([s["comparisons"] for s in studies])
+    verdicts = []
+    for study in studies:
+        verdicts += [
+            f"seed {study['seed']}, {line}"
+            for line in rec_verdicts(study["results"], study["comparisons"])
+        ]
+    if len(seeds) > 1:
+        verdicts += pooled_verdicts(pooled, pooled_tests, len(seeds))
+    runs = {
+        "pretrain_locate": base.parents[1] / "locate",
+        "pretrain_mix": base.parent,
+        **{f"{m}_s{s}": out / f"{m}_s{s}" for s in seeds for m in ("sft", "grpo")},
+    }
+    detection: dict[str, Any] = {}
+    if plan.ovd_ablation:
+        per_seed = []
+        for s in seeds:
+            per_seed.append(_detection_study(plan, s, detector, out, say))
+            runs.update({f"{m}_s{s}": out / f"{m}_s{s}" for m in ("grpo_ap", "grpo_odlength")})
+        detection = {"per_seed": per_seed, "pooled": _pool_detection(per_seed)}
+        verdicts.append(detection_verdict(detection["pooled"]))
+        clock.lap("detection_study")
+    summary = {
+        "mode": mode,
+        "plan": asdict(plan),
+        "seeds": seeds,
+        "base": base_report,
+        "studies": studies,
+        "pooled": {"acc@0.5": pooled, "miou": pooled_miou, "tests": pooled_tests},
+        "detection": detection,
+        "verdicts": verdicts,
+        "timings_seconds": clock.laps,
+        "total_seconds": clock.total,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    report = build_report(
+        runs,
+        out / "report.html",
+        _report_tables(summary),
+        title=f"vlm-r1 demo ({mode})",
+        notes=_notes(summary),
+    )
+    _print_tables(console, summary)
+    console.print(f"total {summary['total_seconds']:.0f} s; report: [bold]{report}[/]")
+    return summary
+
+
+def _notes(summary: dict[str, Any]) -> list[str]:
+    base = summary["base"]
+    kinds = ", ".join(
+        f"{k} {v['acc@0.5']:.2f}" for k, v in base["rec_by_kind"].items() if k != "all"
+    )
+    verdict = (
+        "competent" if base["competent"] else f"below the bar on {', '.join(base['below_bar'])}"
+    )
+    return [f"base Acc@0.5 by expression kind: {kinds} (bar {base['bar']}: {verdict})."] + summary[
+        "verdicts"
+    ]
+
+
+def _report_tables(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's evaluation table: each seed's models, then the means over seeds."""
+    tables: dict[str, Any] = {}
+    for study in summary["studies"]:
+        for model, splits in study["results"].items():
+            tables[f"{model} (seed {study['seed']})"] = splits
+    if len(summary["seeds"]) > 1:
+        acc, miou = summary["pooled"]["acc@0.5"], summary["pooled"]["miou"]
+        for model in MODELS:
+            tables[f"{model} ({len(summary['seeds'])} seeds)"] = {
+                split: {
+                    "rec": {
+                        "acc@0.5 mean": acc[model][split]["mean"],
+                        "acc@0.5 sd": acc[model][split]["sd"],
+                        "miou mean": miou[model][split]["mean"],
+                        "miou sd": miou[model][split]["sd"],
+                    }
+                }
+                for split, _ in SPLITS
+            }
+    for study, s in zip(summary["detection"].get("per_seed", []), summary["seeds"], strict=False):
+        for name, found in study.items():
+            tables[f"{name} (seed {s})"] = {"ovd_eval_in": {"ovd": found["ovd"]}}
+    return tables
+
+
+def _print_tables(console: Console, summary: dict[str, Any]) -> None:
+    base = summary["base"]
+    table = Table(title=f"base Acc@0.5 by expression kind (bar {base['bar']})")
+    kinds = list(base["rec_by_kind"])
+    for kind in kinds:
+        table.add_column(kind)
+    table.add_row(*(f"{base['rec_by_kind'][k]['acc@0.5']:.2f}" for k in kinds))
+    console.print(table)
+    for study in summary["studies"]:
+        table = Table(title=f"seed {study['seed']}: REC Acc@0.5 / mean IoU")
+        table.add_column("model")
+        for split, _ in SPLITS:
+            table.add_column(split)
+        for model in MODELS:
+            table.add_row(
+                model,
+                *(
+                    f"{rec_metric(study['results'], model, split, 'acc@0.5'):.3f} / "
+                    f"{rec_metric(study['results'], model, split, 'miou'):.3f}"
+                    for split, _ in SPLITS
+                ),
+            )
+        console.print(table)
+    for line in summary["verdicts"]:
+        console.print(line)

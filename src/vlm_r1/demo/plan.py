@@ -1,0 +1,66 @@
+"""What each demo mode runs: sizes, steps and the post-training recipe, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    #: The tiny checkpoint's size (``models/tiny/recipes.py``): tests run the plan on "test".
+    model_size: str = "demo"
+    # Objects twice the default size on 112x112 images (16 image tokens), so each covers a few
+    # image tokens.
+    image_size: str = "112"
+    object_scale: float = 2.0
+    # Pretraining (cached per machine): single-object grounding first (format and "where"),
+    # then the broad mix: REC with every expression kind in both image styles (``rec_mix``).
+    n_pretrain: int = 4000
+    locate_steps: int = 400
+    mix_steps: int = 200
+    pretrain_batch: int = 16
+    pretrain_lr: float = 5e-4
+    # Narrow post-training (``rec``: attribute and relation expressions, flat backgrounds) and
+    # evaluation in domain (the same kinds) and out of it (reasoning kinds, held-out colour-shape
+    # pairs, textured backgrounds). Each seed writes its own post-training and eval samples.
+    n_train: int = 2000
+    n_eval: int = 100
+    seeds: int = 1
+    # Matched budget: GRPO trains on budget_prompts x G completions, SFT on as many samples.
+    budget_prompts: int = 256
+    sft_batch: int = 16
+    sft_lr: float = 5e-4
+    grpo_prompts_per_step: int = 4
+    grpo_generations: int = 8
+    grpo_lr: float = 1e-4
+    # KL to the base, as the paper's recipe has (VLM-R1: beta 0.04).
+    grpo_beta: float = 0.04
+    grpo_temperature: float = 1.0
+    # rec_acc pays 1 for IoU >= 0.5: a continuous IoU reward let a weak model hedge toward one
+    # typical box (an earlier demo: centre spread 0.44 of the truth's, Acc@0.5 down).
+    grpo_reward: str = "rec_acc"
+    max_completion_length: int = 40
+    # --full: the detection ablation (AP vs odLength) from a base also pretrained on detection.
+    ovd_ablation: bool = False
+    ovd_pretrain_steps: int = 300
+    ovd_prompts: int = 96
+    # A detection answer lists several labelled boxes: 40 tokens cut it off before </answer>.
+    ovd_max_completion_length: int = 96
+
+
+PLANS = {
+    "quick": DemoPlan(
+        n_pretrain=400,
+        locate_steps=60,
+        mix_steps=20,
+        n_train=400,
+        n_eval=40,
+        budget_prompts=96,
+        grpo_generations=6,
+    ),
+    "default": DemoPlan(),
+    "full": DemoPlan(seeds=3, ovd_ablation=True),
+}
+#: Qwen3-VL: its vision tower has absolute position embeddings, which a from-scratch tiny model
+#: learns "where" with (``models/tiny/position_codes.py``).
+FAMILY = "qwen3_vl"

@@ -81,11 +81,14 @@ def _pretrain(plan: DemoPlan, seed: int, data: Path) -> tuple[Path, Path]:
     the seed. Training data is only written when a stage has to run."""
     tasks = ("locate", "rec_mix") + (("ovd",) if plan.ovd_ablation else ())
 
+    written: list[bool] = []  # the training splits, once per call, only if a stage must run
+
     def training_data() -> None:
-        if not (data / "rec_mix_train.jsonl").is_file() or not _rows(data / "rec_mix_train.jsonl"):
+        if not written:
             write_shapes(
                 data, plan.n_pretrain, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale
             )
+            written.append(True)
 
     key = [
         FAMILY,
@@ -139,11 +142,6 @@ def _pretrain(plan: DemoPlan, seed: int, data: Path) -> tuple[Path, Path]:
         )
 
     return base, cached_run("detector", [*key, plan.ovd_pretrain_steps], build_detector)
-
-
-def _rows(path: Path) -> int:
-    with open(path, encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
 
 
 def _eval_splits(

@@ -29,6 +29,7 @@ from vlm_r1.models.tiny import cache_root
 from vlm_r1.models.tiny.build import source_digest
 from vlm_r1.rl.trainer import run_training
 from vlm_r1.sft import SFTConfig, run_sft
+from vlm_r1.tracking import read_jsonl
 
 
 def _quiet(output: Path) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def evaluate(
 
 def final_monitors(run: Path, keys: Sequence[str], last: int = 5) -> dict[str, float]:
     """The mean of each ``monitor/<key>`` over a run's last ``last`` logged steps (NaN-free)."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    rows = read_jsonl(run / "metrics.jsonl")
     out = {}
     for key in keys:
         logged = [r.get(f"monitor/{key}") for r in rows[-last:]]

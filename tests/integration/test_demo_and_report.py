@@ -39,6 +39,7 @@ def test_quick_demo_writes_metrics_and_report(demo_run):
     assert set(summary["base"]["rec_by_kind"]) >= {"all", "attribute", "relation"}
     assert (run / "report.html").stat().st_size > 10_000
     assert "report:" in stdout and "REC Acc@0.5" in stdout and "by expression kind" in stdout
+    assert "the base's boxes land on: named object" in stdout
     history = [
         json.loads(line) for line in (run / "grpo_s0" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -37,6 +37,11 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     base = summary["base"]
     assert base["rec_by_kind"]["all"]["n"] == 6 and isinstance(base["competent"], bool)
     assert 0.0 <= base["detector_ovd"]["mAP"] <= 1.0
+    # Every scored competence answer lands somewhere: the named object, another one, or none.
+    landing = base["boxes_land_on"]
+    assert list(landing) == ["named object", "another object", "no object"]
+    assert sum(landing.values()) == pytest.approx(1.0)
+    assert landing["named object"] == pytest.approx(base["rec_by_kind"]["all"]["acc@0.5"])
     for study in summary["studies"]:
         for model in MODELS:
             assert study["results"][model]["eval_ood"]["rec"]["n"] == 6
@@ -59,6 +64,7 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     assert "monitor/duplicate_box_rate" in json.loads(history[-1])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "grpo (2 seeds)" in html and "grpo_odlength_s4" in html and "pretrain_mix" in html
+    assert "the base&#x27;s boxes land on: named object" in html  # notes are html-escaped
     # A second run reuses the cached base and detector: nothing is pretrained again.
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "demo").iterdir())
     assert cached == ["base", "detector"]

@@ -1,11 +1,12 @@
 """The demo only calls a model better when the paired test says so, per seed and pooled."""
 
+import json
 import math
 import statistics
 
 import pytest
 
-from vlm_r1.demo.competence import accuracy_by_kind, competence
+from vlm_r1.demo.competence import accuracy_by_kind, competence, where_boxes_land
 from vlm_r1.demo.pooling import pool_comparisons, pool_seeds, pooled_test, spread
 from vlm_r1.demo.verdicts import PAIRS, pooled_verdicts, rec_verdicts
 from vlm_r1.eval.compare import compare_hits
@@ -130,3 +131,43 @@ def test_accuracy_by_kind_and_the_competence_bar(tmp_path):
     predictions.write_text('{"id": "elsewhere", "iou": 1.0}')
     with pytest.raises(ValueError, match="not a row"):
         accuracy_by_kind(predictions, data)
+
+
+def test_where_boxes_land_tells_a_wrong_object_from_no_object(tmp_path):
+    # One scene, hand-placed: the target (index 1) at [50, 0, 60, 10], another at [0, 0, 10, 10].
+    objects = [
+        ["circle", "red", "small", [0, 0, 10, 10]],
+        ["star", "blue", "small", [50, 0, 60, 10]],
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"id": f"r{i}", "kind": "attribute", "objects": objects, "target": 1})
+            for i in range(5)
+        )
+    )
+    predictions = tmp_path / "predictions.jsonl"
+    answers = [
+        (0.8, [[51, 0, 60, 10]]),  # the named object (the eval's own IoU counts)
+        (0.0, [[0, 0, 10, 9]]),  # the other object: IoU 0.9
+        (0.0, [[0, 0, 10, 4]]),  # overlaps the other object, IoU 0.4: no object
+        (0.0, [[20, 0, 40, 10]]),  # between the two: no object
+        (0.0, []),  # no parsable box: no object
+    ]
+    predictions.write_text(
+        "\n".join(
+            json.dumps({"id": f"r{i}", "iou": iou, "pred": pred})
+            for i, (iou, pred) in enumerate(answers)
+        )
+    )
+    assert where_boxes_land(predictions, data) == {
+        "named object": 0.2,
+        "another object": 0.2,
+        "no object": 0.6,
+    }
+    # Rows that do not describe their scene (not shapes data) give no breakdown.
+    data.write_text('{"id": "r0", "kind": "attribute"}')
+    assert where_boxes_land(predictions, data) is None
+    data.write_text(json.dumps({"id": "r9", "objects": objects, "target": 1}))
+    with pytest.raises(ValueError, match="not a row"):
+        where_boxes_land(predictions, data)

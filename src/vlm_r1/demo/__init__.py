@@ -4,7 +4,8 @@
    objects first ("the red circle": the answer format and where things are), then REC with
    every expression kind in both image styles (``shapes`` task ``rec_mix``). Report the base's
    Acc@0.5 per expression kind against a stated bar (``competence.py``): the paper's claims are
-   about post-training a model that already has the skills.
+   about post-training a model that already has the skills. Say where its boxes land (the named
+   object, another one, none): not finding objects and not reading the words differ.
 1. Per seed, from that same base, post-train on a *narrow* REC distribution (attribute and
    relation expressions on flat backgrounds): (a) SFT, (b) GRPO with a binary IoU >= 0.5
    reward and KL to the base, at a matched budget (SFT trains on as many samples as GRPO
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlm_r1.data.shapes import write_shapes
-from vlm_r1.demo.competence import accuracy_by_kind, competence
+from vlm_r1.demo.competence import accuracy_by_kind, competence, where_boxes_land
 from vlm_r1.demo.plan import FAMILY, PLANS, DemoPlan
 from vlm_r1.demo.pooling import pool_comparisons, pool_seeds, spread
 from vlm_r1.demo.stages import cached_run, evaluate, final_monitors, grpo, sft
@@ -277,10 +278,16 @@ def run_demo(
     clock.lap("pretrain")
     say("the base's competence per expression kind (rec_mix eval_in)")
     evaluate(base, pre / "rec_mix_eval_in.jsonl", out / "eval" / "base_competence", plan.n_eval)
-    by_kind = accuracy_by_kind(
-        out / "eval" / "base_competence" / "predictions.jsonl", pre / "rec_mix_eval_in.jsonl"
+    competence_eval = (
+        out / "eval" / "base_competence" / "predictions.jsonl",
+        pre / "rec_mix_eval_in.jsonl",
     )
-    base_report: dict[str, Any] = {"rec_by_kind": by_kind, **competence(by_kind)}
+    by_kind = accuracy_by_kind(*competence_eval)
+    base_report: dict[str, Any] = {
+        "rec_by_kind": by_kind,
+        **competence(by_kind),
+        "boxes_land_on": where_boxes_land(*competence_eval),
+    }
     if plan.ovd_ablation:
         base_report["detector_ovd"] = evaluate(
             detector,
@@ -354,9 +361,20 @@ def _notes(summary: dict[str, Any]) -> list[str]:
     verdict = (
         "competent" if base["competent"] else f"below the bar on {', '.join(base['below_bar'])}"
     )
-    return [f"base Acc@0.5 by expression kind: {kinds} (bar {base['bar']}: {verdict})."] + summary[
-        "verdicts"
+    landing = _landing_line(base)
+    return [
+        f"base Acc@0.5 by expression kind: {kinds} (bar {base['bar']}: {verdict}).",
+        *([landing] if landing else []),
+        *summary["verdicts"],
     ]
+
+
+def _landing_line(base: dict[str, Any]) -> str | None:
+    """Where the base's REC boxes land (``competence.where_boxes_land``), as one sentence."""
+    if not base.get("boxes_land_on"):
+        return None
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in base["boxes_land_on"].items())
+    return f"the base's boxes land on: {shares}."
 
 
 def _report_tables(summary: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +411,9 @@ def _print_tables(console: Console, summary: dict[str, Any]) -> None:
         table.add_column(kind)
     table.add_row(*(f"{base['rec_by_kind'][k]['acc@0.5']:.2f}" for k in kinds))
     console.print(table)
+    landing = _landing_line(base)
+    if landing:
+        console.print(landing)
     for study in summary["studies"]:
         table = Table(title=f"seed {study['seed']}: REC Acc@0.5 / mean IoU")
         table.add_column("model")

@@ -1,0 +1,43 @@
+"""scripts/pretrain_probe.py's derived tasks: valid rows of the task they claim, same scenes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scripts_import import load_script
+
+from vlm_r1.data.jsonl import read_samples
+from vlm_r1.data.shapes import write_shapes
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return load_script("pretrain_probe")
+
+
+def test_named_rows_are_rec_on_the_point_scenes(probe, tmp_path):
+    files = write_shapes(tmp_path, 6, 0, 0, "112", ["point"], 2.0)
+    target = tmp_path / "named_train.jsonl"
+    probe.rewrite(files["point_train"], target, probe.as_named)
+    points = [json.loads(line) for line in files["point_train"].read_text().splitlines()]
+    samples = list(read_samples(str(target)))
+    assert [s.task for s in samples] == ["rec"] * 6
+    for point, sample in zip(points, samples, strict=True):
+        assert sample.images[0].endswith(point["image"])
+        assert sample.question.endswith(point["expression"]["text"] + ".")
+        assert list(sample.solution.boxes[0]) == point["objects"][point["target"]][3]
+
+
+def test_ident_rows_ask_for_the_single_objects_colour_and_shape(probe, tmp_path):
+    files = write_shapes(tmp_path, 6, 0, 0, "112", ["locate"], 2.0)
+    target = tmp_path / "ident_train.jsonl"
+    probe.rewrite(files["locate_train"], target, probe.as_ident)
+    located = [json.loads(line) for line in files["locate_train"].read_text().splitlines()]
+    samples = list(read_samples(str(target)))
+    assert [s.task for s in samples] == ["qa"] * 6
+    for row, sample in zip(located, samples, strict=True):
+        shape, colour = row["objects"][0][:2]
+        assert sample.question == probe.IDENT_QUESTION
+        assert sample.solution == f"{colour} {shape}"
+        assert row["expression"]["text"] == f"the {colour} {shape}"

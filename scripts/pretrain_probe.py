@@ -16,7 +16,8 @@ derived here from their scenes:
   ("purple diamond"). A caption-like signal for what an object is, with nothing to ground.
 
 The final checkpoint is scored on 100 eval_in rows of ``rec_mix`` (Acc@0.5 per expression kind
-and where the boxes land) and of ``named``. Data is written once per ``--data`` folder (8,000
+and where the boxes land), of ``named``, and of ``ident`` (the share of answers with the right
+colour word, and with the right shape word). Data is written once per ``--data`` folder (8,000
 training rows a task, seed 0, 112 px, objects at scale 2: the demo's world). The last line is
 the scores as JSON.
 """
@@ -34,6 +35,7 @@ from vlm_r1.data.shapes import write_shapes
 from vlm_r1.demo.competence import accuracy_by_kind, where_boxes_land
 from vlm_r1.demo.stages import evaluate
 from vlm_r1.models.tiny import tiny_checkpoint
+from vlm_r1.parsing import extract_answer
 from vlm_r1.sft import SFTConfig, run_sft
 
 SHAPES_TASKS = ("locate", "rec_mix", "point", "count", "ovd")
@@ -100,8 +102,22 @@ def train_stage(model: str, files: list[Path], out: Path, steps: int, args) -> s
     return str(out / "final")
 
 
+def naming_hits(completion: str, truth: str) -> tuple[bool, bool]:
+    """Whether an ``ident`` answer names the object's colour, and its shape ("purple diamond")."""
+    words = (extract_answer(completion).answer or "").lower().split()
+    colour, shape = truth.split()
+    return colour in words, shape in words
+
+
 def score(model: Path, data: Path, out: Path) -> dict:
     scores = {}
+    evaluate(model, data / "ident_eval_in.jsonl", out / "eval_ident", 100)
+    with open(out / "eval_ident" / "predictions.jsonl", encoding="utf-8") as handle:
+        hits = [naming_hits(p["completion"], p["gt"]) for p in map(json.loads, handle)]
+    scores["ident"] = {
+        "colour": round(sum(c for c, _ in hits) / len(hits), 2),
+        "shape": round(sum(s for _, s in hits) / len(hits), 2),
+    }
     for task in ("rec_mix", "named"):
         rows = data / f"{task}_eval_in.jsonl"
         evaluate(model, rows, out / f"eval_{task}", 100)

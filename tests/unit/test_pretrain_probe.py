@@ -41,3 +41,18 @@ def test_ident_rows_ask_for_the_single_objects_colour_and_shape(probe, tmp_path)
         assert sample.question == probe.IDENT_QUESTION
         assert sample.solution == f"{colour} {shape}"
         assert row["expression"]["text"] == f"the {colour} {shape}"
+
+
+def test_naming_hits_read_the_answer_block_word_by_word(probe):
+    think = "<think>a purple diamond?</think>"
+    assert probe.naming_hits(think + "<answer>purple diamond</answer>", "purple diamond") == (
+        True,
+        True,
+    )
+    assert probe.naming_hits(think + "<answer>red diamond</answer>", "purple diamond") == (
+        False,
+        True,
+    )
+    # the think block and substrings do not count
+    assert probe.naming_hits(think + "<answer>squares</answer>", "purple square") == (False, False)
+    assert probe.naming_hits("purple diamond", "purple diamond") == (False, False)

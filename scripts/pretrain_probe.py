@@ -80,6 +80,22 @@ def write_data(folder: Path) -> None:
         rewrite(folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident)
 
 
+def parse_stages(spec: str) -> list[tuple[list[str], int]]:
+    """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
+    known = (*SHAPES_TASKS, "named", "ident")
+    stages = []
+    for part in spec.split(","):
+        tasks, _, steps = part.partition(":")
+        names = [t for t in tasks.split("+") if t]
+        unknown = [t for t in names if t not in known]
+        if not names or unknown or not steps.isdigit() or int(steps) < 1:
+            raise ValueError(
+                f"--stages: {part!r} must be task+task:steps with steps >= 1 and tasks from {known}"
+            )
+        stages.append((names, int(steps)))
+    return stages
+
+
 def train_stage(model: str, files: list[Path], out: Path, steps: int, args) -> str:
     config = SFTConfig(
         model=ModelConfig(path=model, freeze_vision=args.freeze_vision),
@@ -140,15 +156,21 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    try:
+        stages = parse_stages(args.stages)
+    except ValueError as error:
+        parser.error(str(error))
     data = args.data or args.out / "data"
     write_data(data)
     model = args.start or str(tiny_checkpoint("qwen3_vl", "demo", args.seed))
     started = time.perf_counter()
-    for index, stage in enumerate(args.stages.split(",")):
-        tasks, steps = stage.split(":")
-        files = [data / f"{task}_train.jsonl" for task in tasks.split("+")]
-        model = train_stage(model, files, args.out / f"stage{index}", int(steps), args)
-        print(f"stage {index} {stage}: {time.perf_counter() - started:.0f} s", flush=True)
+    for index, (tasks, steps) in enumerate(stages):
+        files = [data / f"{task}_train.jsonl" for task in tasks]
+        model = train_stage(model, files, args.out / f"stage{index}", steps, args)
+        print(
+            f"stage {index} {'+'.join(tasks)}:{steps}: {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     print(json.dumps(score(Path(model), data, args.out)))
 
 

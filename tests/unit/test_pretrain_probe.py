@@ -56,3 +56,13 @@ def test_naming_hits_read_the_answer_block_word_by_word(probe):
     # the think block and substrings do not count
     assert probe.naming_hits(think + "<answer>squares</answer>", "purple square") == (False, False)
     assert probe.naming_hits("purple diamond", "purple diamond") == (False, False)
+
+
+def test_stages_parse_and_bad_ones_are_refused_naming_the_part(probe):
+    assert probe.parse_stages("locate+named:400,rec_mix:800") == [
+        (["locate", "named"], 400),
+        (["rec_mix"], 800),
+    ]
+    for bad in ("locate", "locate:0", "locate:x", "nope:10", ":10", "locate:10,rec:5"):
+        with pytest.raises(ValueError, match="--stages"):
+            probe.parse_stages(bad)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import torch
@@ -33,10 +32,9 @@ def object_tokens(checkpoint: str, data: Path, limit: int) -> tuple[torch.Tensor
     adapter, model, processor = load_model(checkpoint)
     model.eval()
     merge = processor.image_processor.merge_size
-    rows = [json.loads(line) for line in data.read_text().splitlines()[:limit]]
-    samples = list(itertools.islice(read_samples(str(data)), limit))
     tokens, colours, shapes = [], [], []
-    for row, sample in zip(rows, samples, strict=True):
+    for sample in itertools.islice(read_samples(str(data)), limit):
+        row = sample.meta  # the scene as ``shapes`` wrote it: objects, width, height
         prompt = prepare_prompt(adapter, processor, sample)
         image = SharedImageFeatures.encode(model, [prompt]).per_prompt[0].pooler[0]
         _, height, width = prompt.features["image_grid_thw"][0].tolist()

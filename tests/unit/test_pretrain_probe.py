@@ -16,12 +16,17 @@ def probe():
     return load_script("pretrain_probe")
 
 
+def derived(probe, folder, task: str, row_fn) -> tuple[list[dict], list]:
+    """Six ``task`` rows as ``shapes`` writes them, and the samples ``row_fn`` derives from them."""
+    source = write_shapes(folder, 6, 0, 0, "112", [task], 2.0)[f"{task}_train"]
+    target = folder / "derived.jsonl"
+    probe.rewrite(source, target, row_fn)
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    return rows, list(read_samples(str(target)))
+
+
 def test_named_rows_are_rec_on_the_point_scenes(probe, tmp_path):
-    files = write_shapes(tmp_path, 6, 0, 0, "112", ["point"], 2.0)
-    target = tmp_path / "named_train.jsonl"
-    probe.rewrite(files["point_train"], target, probe.as_named)
-    points = [json.loads(line) for line in files["point_train"].read_text().splitlines()]
-    samples = list(read_samples(str(target)))
+    points, samples = derived(probe, tmp_path, "point", probe.as_named)
     assert [s.task for s in samples] == ["rec"] * 6
     for point, sample in zip(points, samples, strict=True):
         assert sample.images[0].endswith(point["image"])
@@ -30,11 +35,7 @@ def test_named_rows_are_rec_on_the_point_scenes(probe, tmp_path):
 
 
 def test_ident_rows_ask_for_the_single_objects_colour_and_shape(probe, tmp_path):
-    files = write_shapes(tmp_path, 6, 0, 0, "112", ["locate"], 2.0)
-    target = tmp_path / "ident_train.jsonl"
-    probe.rewrite(files["locate_train"], target, probe.as_ident)
-    located = [json.loads(line) for line in files["locate_train"].read_text().splitlines()]
-    samples = list(read_samples(str(target)))
+    located, samples = derived(probe, tmp_path, "locate", probe.as_ident)
     assert [s.task for s in samples] == ["qa"] * 6
     for row, sample in zip(located, samples, strict=True):
         shape, colour = row["objects"][0][:2]

@@ -187,6 +187,31 @@ def test_rec_mix_has_every_kind_in_both_styles_and_keeps_held_out_pairs_out_of_t
         assert (len(corners) == 1) == (row["style"] == "flat"), row["id"]
 
 
+def test_named_targets_are_told_apart_only_by_colour_and_shape_words(tmp_path):
+    """``named``: REC whose expression is the target's colour and shape (a size word only when
+    another object shares both), among 2-5 objects; the other objects differ in identity."""
+    records = list(generate("named", "train", 200, seed=4, image_size=(112, 112)))
+    assert all(r.task == "rec" and 2 <= len(r.scene) <= 5 for r in records)
+    for record in records:
+        target = record.scene[record.meta["target"]]
+        name = f"{target.colour} {target.shape}"
+        expr = Expression(**record.meta["expression"])
+        assert expr.text in (f"the {name}", f"the {target.size} {name}")
+        assert record.question.endswith(f"{expr.text}.") and "Please provide" in record.question
+        assert json.loads(record.answer) == list(target.box)
+        assert resolve(expr, record.scene, record.image_size) == [record.meta["target"]]
+    # the size word is there exactly when another object has the target's colour and shape
+    for record in records:
+        target = record.scene[record.meta["target"]]
+        twins = [o for o in record.scene if (o.colour, o.shape) == (target.colour, target.shape)]
+        assert (len(twins) > 1) == (record.meta["expression"]["size"] is not None)
+    ood = list(generate("named", "eval_ood", 60, seed=4, image_size=(112, 112)))
+    assert {r.meta["kind"] for r in ood} <= set(OOD_KINDS)
+    paths = write_shapes(tmp_path, 3, 0, seed=4, image_size="112", tasks=["named"])
+    samples = list(read_samples(str(paths["named_train"])))
+    assert [s.task for s in samples] == ["rec"] * 3
+
+
 def test_existing_tasks_keep_their_split_styles(tmp_path):
     """Adding styles must not change ``rec``: in-domain images flat, out-of-domain textured."""
     write_shapes(tmp_path, 3, 3, seed=1, image_size="112", tasks=["rec"])

@@ -8,8 +8,10 @@ from vlm_r1.errors import UserFacingError
 #: ``point`` is click grounding ("Click the blue square."): answer a point inside the object.
 #: ``rec_mix`` is REC with every expression kind in both image styles, in every split: the
 #: broad pretraining mix whose skills a narrow post-training on ``rec`` does not exercise.
+#: ``named`` is REC whose target is named by colour and shape ("the purple circle") among 2-5
+#: objects: only reading what each object is finds it, so it teaches the colour and shape words.
 #: (New kinds go last: a kind's index seeds its records.)
-TASK_KINDS = ("rec", "ovd", "count", "locate", "point", "rec_mix")
+TASK_KINDS = ("rec", "ovd", "count", "locate", "point", "rec_mix", "named")
 DEFAULT_TASKS = ("rec", "ovd", "count")
 
 

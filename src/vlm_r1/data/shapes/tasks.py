@@ -1,4 +1,4 @@
-"""The tasks (REC, OVD, counting, locate, point, the REC pretraining mix): one scene and its question and answer each.
+"""The shapes tasks (REC, OVD, counting, locate, point, REC mix, named): a scene, question, answer.
 
 Each record has its own random generator, seeded by (seed, split, task, index), so a record
 does not depend on how many came before it or on the other tasks.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -197,6 +197,15 @@ def _point(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     return ShapesRecord("point", f"Click {expr.text}.", json.dumps(box), scene, image_size, meta)
 
 
+def _named(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    """REC on the ``point`` task's scenes: "the purple circle" among 2-5 objects (a size word
+    only when needed; out of domain the reasoning kinds, as ``point``). Position alone never
+    tells the target here, so a model must read colour and shape from the image to score."""
+    record = _point(rng, split, world)
+    question = REC_QUESTION.format(record.meta["expression"]["text"])
+    return replace(record, task="rec", question=question)
+
+
 TASK_MAKERS = {
     "rec": _rec,
     "ovd": _ovd,
@@ -204,6 +213,7 @@ TASK_MAKERS = {
     "locate": _locate,
     "point": _point,
     "rec_mix": _rec_mix,
+    "named": _named,
 }
 
 

@@ -6,12 +6,10 @@
 
 Each stage is ``task+task:steps``: SFT on those tasks' training rows (mixed by row count), 16
 samples a step, cosine schedule within the stage, from the previous stage's checkpoint (the
-first from a fresh demo-size Qwen3-VL, or ``--start``). Tasks are the shapes tasks plus two
-derived here from their scenes:
+first from a fresh demo-size Qwen3-VL, or ``--start``). Tasks are the shapes tasks (``named``:
+the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates "what" from
+"where") plus one derived here from their scenes:
 
-- ``named``: the ``point`` task's scenes (2-5 objects, the target named by colour and shape, a
-  size word only when needed) asked as REC. Only an identity read from the image tokens finds
-  the target, so its Acc@0.5 isolates "what" from "where".
 - ``ident``: the ``locate`` task's single objects asked "What colour and shape is the object?"
   ("purple diamond"). A caption-like signal for what an object is, with nothing to ground.
 
@@ -30,7 +28,6 @@ import time
 from pathlib import Path
 
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
-from vlm_r1.data.sample import REC_QUESTION
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.demo.competence import accuracy_by_kind, where_boxes_land
 from vlm_r1.demo.stages import evaluate
@@ -38,7 +35,7 @@ from vlm_r1.models.tiny import tiny_checkpoint
 from vlm_r1.parsing import extract_answer
 from vlm_r1.sft import SFTConfig, run_sft
 
-SHAPES_TASKS = ("locate", "rec_mix", "point", "count", "ovd")
+SHAPES_TASKS = ("locate", "rec_mix", "named", "count", "ovd")
 IDENT_QUESTION = "What colour and shape is the object?"
 
 
@@ -46,15 +43,6 @@ def rewrite(source: Path, target: Path, row_fn) -> None:
     with open(source, encoding="utf-8") as rows, open(target, "w", encoding="utf-8") as out:
         for line in rows:
             out.write(json.dumps(row_fn(json.loads(line))) + "\n")
-
-
-def as_named(row: dict) -> dict:
-    """A ``point`` row asked as REC: same scene, same target box."""
-    row = dict(row, task="rec", id=row["id"].replace("point", "named"))
-    row.pop("accu_reward_method", None)
-    question = "<image>" + REC_QUESTION.format(row["expression"]["text"])
-    row["conversations"] = [dict(row["conversations"][0], value=question), row["conversations"][1]]
-    return row
 
 
 def as_ident(row: dict) -> dict:
@@ -72,17 +60,16 @@ def as_ident(row: dict) -> dict:
 
 
 def write_data(folder: Path) -> None:
-    if all((folder / f"{t}_eval_ood.jsonl").is_file() for t in ("named", "ident")):
+    if (folder / "ident_eval_ood.jsonl").is_file():
         return
     write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
     for split in ("train", "eval_in", "eval_ood"):
-        rewrite(folder / f"point_{split}.jsonl", folder / f"named_{split}.jsonl", as_named)
         rewrite(folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident)
 
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:
     """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
-    known = (*SHAPES_TASKS, "named", "ident")
+    known = (*SHAPES_TASKS, "ident")
     stages = []
     for part in spec.split(","):
         tasks, _, steps = part.partition(":")

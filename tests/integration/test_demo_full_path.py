@@ -15,8 +15,7 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     tiny = demo.DemoPlan(
         model_size="test",
         n_pretrain=24,
-        locate_steps=3,
-        mix_steps=2,
+        pretrain_stages=(("locate+named", 3), ("rec_mix+named", 2)),
         ovd_pretrain_steps=2,
         pretrain_batch=4,
         n_train=24,
@@ -63,7 +62,7 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     history = (tmp_path / "run" / "grpo_ap_s3" / "metrics.jsonl").read_text().splitlines()
     assert "monitor/duplicate_box_rate" in json.loads(history[-1])
     html = (tmp_path / "run" / "report.html").read_text()
-    assert "grpo (2 seeds)" in html and "grpo_odlength_s4" in html and "pretrain_mix" in html
+    assert "grpo (2 seeds)" in html and "grpo_odlength_s4" in html and "pretrain_stage1" in html
     assert "the base&#x27;s boxes land on: named object" in html  # notes are html-escaped
     # A second run reuses the cached base and detector: nothing is pretrained again.
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "demo").iterdir())
@@ -73,6 +72,7 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
         raise AssertionError("a cached stage was trained again")
 
     monkeypatch.setattr(demo, "sft", no_training)
-    base_again, detector_again = demo._pretrain(tiny, 3, tmp_path / "run" / "data" / "pretrain")
+    monkeypatch.setattr(demo.base, "sft", no_training)
+    base_again, detector_again = demo._pretrain(tiny, tmp_path / "run" / "data" / "pretrain")
     assert base_again.is_relative_to(tmp_path / "cache" / "demo") and detector_again.is_dir()
     assert (base_again / "config.json").is_file()

@@ -1,8 +1,9 @@
 """``vlm-r1 demo``: the VLM-R1 paper in miniature, on a CPU.
 
-0. Pretrain a demo-size Qwen3-VL, built locally, on a broad mix (cached per machine): single
-   objects first ("the red circle": the answer format and where things are), then REC with
-   every expression kind in both image styles (``shapes`` task ``rec_mix``). Report the base's
+0. The base: a demo-size Qwen3-VL pretrained on a broad mix (``base.py``; shipped with the
+   package, or built here for another recipe): single objects and targets named by colour and
+   shape first (the answer format, where things are and what they are), then REC with every
+   expression kind in both image styles (``shapes`` task ``rec_mix``). Report the base's
    Acc@0.5 per expression kind against a stated bar (``competence.py``): the paper's claims are
    about post-training a model that already has the skills. Say where its boxes land (the named
    object, another one, none): not finding objects and not reading the words differ.
@@ -32,8 +33,16 @@ from rich.console import Console
 from rich.table import Table
 
 from vlm_r1.data.shapes import write_shapes
+from vlm_r1.demo.base import (
+    WEIGHTS,
+    build_base,
+    recipe,
+    sha256,
+    shipped_base,
+    write_pretraining_data,
+)
 from vlm_r1.demo.competence import accuracy_by_kind, competence, where_boxes_land
-from vlm_r1.demo.plan import FAMILY, PLANS, DemoPlan
+from vlm_r1.demo.plan import PLANS, DemoPlan
 from vlm_r1.demo.pooling import pool_comparisons, pool_seeds, spread
 from vlm_r1.demo.stages import cached_run, evaluate, final_monitors, grpo, sft
 from vlm_r1.demo.verdicts import (
@@ -46,7 +55,6 @@ from vlm_r1.demo.verdicts import (
     rec_verdicts,
 )
 from vlm_r1.eval.compare import compare_predictions
-from vlm_r1.models.tiny import tiny_checkpoint
 from vlm_r1.report.html import build_report
 
 __all__ = ["PLANS", "DemoPlan", "run_demo"]
@@ -76,62 +84,24 @@ class _Clock:
         return round(time.perf_counter() - self.started, 1)
 
 
-def _pretrain(plan: DemoPlan, seed: int, data: Path) -> tuple[Path, Path]:
-    """The base (locate, then the broad mix) and, for the detection ablation, the base
-    pretrained on detection too; each cached by the code, the plan's pretraining fields and
-    the seed. Training data is only written when a stage has to run."""
-    tasks = ("locate", "rec_mix") + (("ovd",) if plan.ovd_ablation else ())
-
-    written: list[bool] = []  # the training splits, once per call, only if a stage must run
-
-    def training_data() -> None:
-        if not written:
-            write_shapes(
-                data, plan.n_pretrain, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale
-            )
-            written.append(True)
-
-    key = [
-        FAMILY,
-        plan.model_size,
-        plan.image_size,
-        plan.object_scale,
-        plan.n_pretrain,
-        plan.locate_steps,
-        plan.mix_steps,
-        plan.pretrain_batch,
-        plan.pretrain_lr,
-        seed,
-    ]
-
-    def build_base(staging: Path) -> Path:
-        training_data()
-        model = str(tiny_checkpoint(FAMILY, plan.model_size, seed))
-        locate = sft(
-            model,
-            str(data / "locate_train.jsonl"),
-            staging / "locate",
-            plan.locate_steps,
-            plan.pretrain_batch,
-            plan.pretrain_lr,
-            seed,
-        )
-        return sft(
-            str(locate),
-            f"{data / 'rec_mix_train.jsonl'}:{data / 'locate_train.jsonl'}",
-            staging / "mix",
-            plan.mix_steps,
-            plan.pretrain_batch,
-            plan.pretrain_lr,
-            seed,
-        )
-
-    base = cached_run("base", key, build_base)
+def _pretrain(
+    plan: DemoPlan, data: Path, rebuild: bool = False, say: Callable[[str], None] = print
+) -> tuple[Path, Path]:
+    """The base and, for the detection ablation, the base pretrained on detection too. The base
+    is the shipped one when the plan's recipe built it (``base.py``), else built here; each
+    build is cached by the code and the recipe."""
+    shipped = None if rebuild else shipped_base(plan)
+    if shipped is not None:
+        say(f"the base: shipped with vlm-r1 ({shipped})")
+        base = shipped
+    else:
+        say("the base: pretraining it on this machine (cached)")
+        base = cached_run("base", [recipe(plan)], lambda staging: build_base(plan, data, staging))
     if not plan.ovd_ablation:
         return base, base
 
     def build_detector(staging: Path) -> Path:
-        training_data()
+        write_pretraining_data(plan, data, ("ovd", "rec_mix"))
         return sft(
             str(base),
             f"{data / 'ovd_train.jsonl'}:{data / 'rec_mix_train.jsonl'}",
@@ -139,10 +109,19 @@ def _pretrain(plan: DemoPlan, seed: int, data: Path) -> tuple[Path, Path]:
             plan.ovd_pretrain_steps,
             plan.pretrain_batch,
             plan.pretrain_lr,
-            seed,
+            plan.base_seed,
         )
 
-    return base, cached_run("detector", [*key, plan.ovd_pretrain_steps], build_detector)
+    key = [recipe(plan), plan.ovd_pretrain_steps, sha256(base / WEIGHTS)]
+    return base, cached_run("detector", key, build_detector)
+
+
+def _pretraining_runs(base: Path) -> dict[str, Path]:
+    """The pretraining stages' run folders when the base was built here (the shipped base
+    comes without its training history)."""
+    if base.name != "final":
+        return {}
+    return {f"pretrain_{stage.name}": stage for stage in sorted(base.parents[1].glob("stage*"))}
 
 
 def _eval_splits(
@@ -251,10 +230,15 @@ def _pool_detection(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_demo(
-    out: Path | None = None, mode: str = "default", seed: int = 0, seeds: int | None = None
+    out: Path | None = None,
+    mode: str = "default",
+    seed: int = 0,
+    seeds: int | None = None,
+    rebuild_base: bool = False,
 ) -> dict[str, Any]:
     """Run ``mode``'s plan; ``seeds`` overrides how many post-training seeds it runs
-    (``seed``, ``seed + 1``, ...; the base is pretrained once, with ``seed``)."""
+    (``seed``, ``seed + 1``, ...), all from one base (``plan.base_seed``): the shipped one
+    when it fits the plan, unless ``rebuild_base``."""
     if mode not in PLANS:
         raise ValueError(f"unknown demo mode {mode!r}; choose one of {sorted(PLANS)}")
     if seeds is not None and seeds < 1:
@@ -269,18 +253,16 @@ def run_demo(
     def say(text: str) -> None:
         console.print(f"[bold]>[/] {text}")
 
-    say("pretraining the base (locate, then REC of every kind; cached)")
-    pre = out / "data" / "pretrain"
-    tasks = ("locate", "rec_mix") + (("ovd",) if plan.ovd_ablation else ())
-    # Eval splits always; training splits only if a pretraining stage has to run.
-    write_shapes(pre, 0, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale)
-    base, detector = _pretrain(plan, seed, pre)
+    tasks = ("rec_mix",) + (("ovd",) if plan.ovd_ablation else ())
+    probe = out / "data" / "base_eval"  # this run's seed: rows to score the base (and detector) on
+    write_shapes(probe, 0, plan.n_eval, seed, plan.image_size, tasks, plan.object_scale)
+    base, detector = _pretrain(plan, out / "data" / "pretrain", rebuild_base, say)
     clock.lap("pretrain")
     say("the base's competence per expression kind (rec_mix eval_in)")
-    evaluate(base, pre / "rec_mix_eval_in.jsonl", out / "eval" / "base_competence", plan.n_eval)
+    evaluate(base, probe / "rec_mix_eval_in.jsonl", out / "eval" / "base_competence", plan.n_eval)
     competence_eval = (
         out / "eval" / "base_competence" / "predictions.jsonl",
-        pre / "rec_mix_eval_in.jsonl",
+        probe / "rec_mix_eval_in.jsonl",
     )
     by_kind = accuracy_by_kind(*competence_eval)
     base_report: dict[str, Any] = {
@@ -291,7 +273,7 @@ def run_demo(
     if plan.ovd_ablation:
         base_report["detector_ovd"] = evaluate(
             detector,
-            pre / "ovd_eval_in.jsonl",
+            probe / "ovd_eval_in.jsonl",
             out / "eval" / "detector",
             plan.n_eval,
             plan.ovd_max_completion_length,
@@ -315,8 +297,7 @@ def run_demo(
     if len(seeds) > 1:
         verdicts += pooled_verdicts(pooled, pooled_tests, len(seeds))
     runs = {
-        "pretrain_locate": base.parents[1] / "locate",
-        "pretrain_mix": base.parent,
+        **_pretraining_runs(base),
         **{f"{m}_s{s}": out / f"{m}_s{s}" for s in seeds for m in ("sft", "grpo")},
     }
     detection: dict[str, Any] = {}

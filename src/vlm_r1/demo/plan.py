@@ -13,13 +13,21 @@ class DemoPlan:
     # image tokens.
     image_size: str = "112"
     object_scale: float = 2.0
-    # Pretraining (cached per machine): single-object grounding first (format and "where"),
-    # then the broad mix: REC with every expression kind in both image styles (``rec_mix``).
-    n_pretrain: int = 4000
-    locate_steps: int = 400
-    mix_steps: int = 200
+    # Pretraining (``base.py``): stages of SFT, each ``task+task`` (training rows mixed by row
+    # count) for a number of steps with its own cosine schedule. Single objects and targets
+    # named by colour and shape first (the answer format, where things are, what they are), then
+    # the broad mix: REC with every expression kind in both image styles (``rec_mix``). The
+    # default plan's base is shipped with the package; another recipe is built here (cached).
+    n_pretrain: int = 8000
+    pretrain_stages: tuple[tuple[str, int], ...] = (
+        ("locate+named", 400),
+        ("rec_mix+named", 200),
+        ("rec_mix+named+locate", 5400),
+    )
     pretrain_batch: int = 16
     pretrain_lr: float = 5e-4
+    #: One base for every post-training seed, as in the paper (one pretrained checkpoint).
+    base_seed: int = 0
     # Narrow post-training (``rec``: attribute and relation expressions, flat backgrounds) and
     # evaluation in domain (the same kinds) and out of it (reasoning kinds, held-out colour-shape
     # pairs, textured backgrounds). Each seed writes its own post-training and eval samples.
@@ -51,8 +59,7 @@ class DemoPlan:
 PLANS = {
     "quick": DemoPlan(
         n_pretrain=400,
-        locate_steps=60,
-        mix_steps=20,
+        pretrain_stages=(("locate", 60), ("rec_mix+locate", 20)),
         n_train=400,
         n_eval=40,
         budget_prompts=96,

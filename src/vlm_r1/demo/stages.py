@@ -41,7 +41,16 @@ def _quiet(output: Path) -> dict[str, Any]:
     }
 
 
-def sft(model: str, data: str, out: Path, steps: int, batch: int, lr: float, seed: int) -> Path:
+def sft(
+    model: str,
+    data: str,
+    out: Path,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    schedule: str = "constant",
+) -> Path:
     """SFT ``model`` on ``data`` (':'-joined files) for ``steps``; returns its ``final/``."""
     config = SFTConfig(
         model=ModelConfig(path=model),
@@ -52,6 +61,7 @@ def sft(model: str, data: str, out: Path, steps: int, batch: int, lr: float, see
             learning_rate=lr,
             max_steps=steps,
             warmup_steps=min(10, steps // 5),
+            schedule=schedule,
         ),
         seed=seed,
         **_quiet(out),

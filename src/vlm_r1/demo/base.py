@@ -1,0 +1,148 @@
+"""The demo's pretrained base: its recipe, building it, and the copy the package ships.
+
+Why ship one: a base that grounds every expression kind takes thousands of SFT steps (about
+three quarters of an hour on a 2-core CPU), far past the demo's 10-minute budget. The paper
+starts from a pretrained hub checkpoint for the same reason. So ``shipped_base/`` holds the
+base that ``build_base`` made from the default plan's recipe: its config, tokenizer and
+processor, its weights in bfloat16, and ``manifest.json`` with the recipe, the competence it
+measured, the weights' SHA-256 and the versions that built it. The demo uses it only when the
+manifest's recipe is the plan's (``shipped_base``); any other recipe, or ``--rebuild-base``,
+builds the base on this machine (cached). ``scripts/ship_demo_base.py`` rebuilds and replaces
+the shipped copy; a unit test fails when the default plan's recipe no longer matches it.
+
+The shipped weights depend on the code that trained them as well as on the recipe: like a hub
+checkpoint, they stay as built when the trainer changes later. The manifest says which
+versions built them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlm_r1.data.shapes import write_shapes
+from vlm_r1.demo.plan import FAMILY, DemoPlan
+from vlm_r1.demo.stages import sft
+from vlm_r1.models.tiny import tiny_checkpoint
+
+#: The base the default plan's recipe built, inside the package.
+SHIPPED = Path(__file__).parent / "shipped_base"
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+
+
+def recipe(plan: DemoPlan) -> dict[str, Any]:
+    """Everything the base's weights depend on besides the code: the family, the plan's
+    pretraining fields and the base seed, as JSON-ready values."""
+    return {
+        "family": FAMILY,
+        "model_size": plan.model_size,
+        "image_size": plan.image_size,
+        "object_scale": plan.object_scale,
+        "n_pretrain": plan.n_pretrain,
+        "stages": [[tasks, steps] for tasks, steps in plan.pretrain_stages],
+        "batch": plan.pretrain_batch,
+        "lr": plan.pretrain_lr,
+        "schedule": "cosine per stage, 10 warmup steps",
+        "seed": plan.base_seed,
+    }
+
+
+def pretrain_tasks(plan: DemoPlan) -> tuple[str, ...]:
+    """The shapes tasks the base's stages train on, in order of first use."""
+    tasks: list[str] = []
+    for names, _ in plan.pretrain_stages:
+        tasks += [t for t in names.split("+") if t not in tasks]
+    return tuple(tasks)
+
+
+def write_pretraining_data(plan: DemoPlan, data: Path, tasks: tuple[str, ...]) -> None:
+    """``tasks``' pretraining rows (``plan.n_pretrain`` each, the base seed) under ``data``."""
+    write_shapes(
+        data,
+        plan.n_pretrain,
+        plan.n_eval,
+        plan.base_seed,
+        plan.image_size,
+        tasks,
+        plan.object_scale,
+    )
+
+
+def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
+    """Pretrain the base from a fresh tiny checkpoint, stage by stage (``plan.pretrain_stages``:
+    SFT on the ``+``-joined tasks' training rows, mixed by row count, a cosine schedule each);
+    returns the last stage's ``final/``."""
+    write_pretraining_data(plan, data, pretrain_tasks(plan))
+    model = tiny_checkpoint(FAMILY, plan.model_size, plan.base_seed)
+    for index, (names, steps) in enumerate(plan.pretrain_stages):
+        files = ":".join(str(data / f"{task}_train.jsonl") for task in names.split("+"))
+        model = sft(
+            str(model),
+            files,
+            staging / f"stage{index}",
+            steps,
+            plan.pretrain_batch,
+            plan.pretrain_lr,
+            plan.base_seed,
+            schedule="cosine",
+        )
+    return model
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_base(plan: DemoPlan, folder: Path = SHIPPED) -> Path | None:
+    """The shipped base if it was built from ``plan``'s recipe, else ``None``. A manifest
+    that matches but weights that do not (a damaged install) are an error, not a rebuild."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["recipe"] != recipe(plan):
+        return None
+    if sha256(folder / WEIGHTS) != manifest["sha256"]:
+        raise RuntimeError(
+            f"{folder / WEIGHTS} does not match its manifest's SHA-256: reinstall vlm-r1, or "
+            "run the demo with --rebuild-base"
+        )
+    return folder
+
+
+def ship(checkpoint: Path, plan: DemoPlan, scores: dict[str, Any], folder: Path = SHIPPED) -> Path:
+    """Write ``checkpoint`` as the shipped base: every file as it is except the weights, which
+    are stored in bfloat16 (half the size; the demo computes in float32), and the manifest."""
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for path in checkpoint.iterdir():
+        if path.is_file() and path.name not in (WEIGHTS, "README.md"):
+            shutil.copy2(path, staging / path.name)
+    weights = {k: v.to(torch.bfloat16) for k, v in load_file(checkpoint / WEIGHTS).items()}
+    save_file(weights, staging / WEIGHTS, metadata={"format": "pt"})
+    (staging / WEIGHTS).chmod(0o644)  # safetensors writes 0600: a shared install must read it
+    manifest = {
+        "recipe": recipe(plan),
+        "scores": scores,
+        "sha256": sha256(staging / WEIGHTS),
+        "built_with": {
+            name: metadata.version(name) for name in ("vlm-r1", "torch", "transformers")
+        },
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder

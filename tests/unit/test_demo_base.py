@@ -1,0 +1,97 @@
+"""The demo's base: its recipe, the shipped copy (found only for its own recipe, its weights
+checked), and the copy in the package matching the default plan."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlm_r1.demo import PLANS
+from vlm_r1.demo.base import (
+    MANIFEST,
+    SHIPPED,
+    WEIGHTS,
+    pretrain_tasks,
+    recipe,
+    sha256,
+    ship,
+    shipped_base,
+)
+from vlm_r1.models.tiny import tiny_checkpoint
+
+PRETRAINING_FIELDS = {
+    "model_size": "test",
+    "image_size": "224",
+    "object_scale": 1.0,
+    "n_pretrain": 7,
+    "pretrain_stages": (("locate", 5),),
+    "pretrain_batch": 2,
+    "pretrain_lr": 1e-3,
+    "base_seed": 9,
+}
+
+
+def test_the_recipe_is_json_and_changes_with_every_pretraining_field():
+    plan = PLANS["default"]
+    assert json.loads(json.dumps(recipe(plan))) == recipe(plan)
+    for name, value in PRETRAINING_FIELDS.items():
+        assert recipe(replace(plan, **{name: value})) != recipe(plan), name
+    # post-training fields do not touch the base
+    assert recipe(replace(plan, n_train=5, grpo_lr=1.0, seeds=3)) == recipe(plan)
+
+
+def test_pretrain_tasks_are_the_stages_tasks_in_order_of_first_use():
+    plan = replace(PLANS["default"], pretrain_stages=(("locate+named", 1), ("rec_mix+locate", 1)))
+    assert pretrain_tasks(plan) == ("locate", "named", "rec_mix")
+
+
+@pytest.fixture
+def shipped(tmp_path):
+    plan = replace(PLANS["quick"], model_size="test")
+    checkpoint = tiny_checkpoint("qwen3_vl", "test", 0)
+    folder = ship(checkpoint, plan, {"all": 0.5}, tmp_path / "shipped_base")
+    return plan, checkpoint, folder
+
+
+def test_ship_stores_bfloat16_weights_and_a_manifest_the_plan_finds(shipped):
+    plan, checkpoint, folder = shipped
+    assert shipped_base(plan, folder) == folder
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["recipe"] == recipe(plan) and manifest["scores"] == {"all": 0.5}
+    assert manifest["sha256"] == sha256(folder / WEIGHTS)
+    assert (folder / WEIGHTS).stat().st_mode & 0o777 == 0o644
+    original, stored = load_file(checkpoint / WEIGHTS), load_file(folder / WEIGHTS)
+    assert original.keys() == stored.keys()
+    for name, tensor in original.items():
+        assert stored[name].dtype == torch.bfloat16
+        assert torch.equal(stored[name], tensor.to(torch.bfloat16)), name
+    assert (folder / "tokenizer.json").read_bytes() == (checkpoint / "tokenizer.json").read_bytes()
+    assert not list(folder.parent.glob("*.tmp"))
+
+
+def test_another_recipe_does_not_take_the_shipped_base(shipped):
+    plan, _, folder = shipped
+    assert shipped_base(replace(plan, pretrain_lr=0.123), folder) is None
+    assert shipped_base(plan, folder / "missing") is None
+
+
+def test_damaged_shipped_weights_are_an_error_not_a_silent_rebuild(shipped):
+    plan, _, folder = shipped
+    weights = folder / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        shipped_base(plan, folder)
+
+
+def test_the_shipped_base_is_the_default_plans_and_loads_in_float32():
+    """Changing the default plan's pretraining without shipping a base built from it fails
+    here (``scripts/ship_demo_base.py`` rebuilds it)."""
+    from transformers import AutoModelForImageTextToText
+
+    assert shipped_base(PLANS["default"]) == SHIPPED
+    model = AutoModelForImageTextToText.from_pretrained(SHIPPED, dtype=torch.float32)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    scores = json.loads((SHIPPED / MANIFEST).read_text())["scores"]
+    assert scores["competence"]["rec_mix"]["by_kind"]["all"]["n"] == 200

@@ -1,7 +1,7 @@
 """The demo's pretrained base: its recipe, building it, and the copy the package ships.
 
 Why ship one: a base that grounds every expression kind takes thousands of SFT steps (about
-three quarters of an hour on a 2-core CPU), far past the demo's 10-minute budget. The paper
+an hour on a 2-core CPU), far past the demo's 10-minute budget. The paper
 starts from a pretrained hub checkpoint for the same reason. So ``shipped_base/`` holds the
 base that ``build_base`` made from the default plan's recipe: its config, tokenizer and
 processor, its weights in bfloat16, and ``manifest.json`` with the recipe, the competence it

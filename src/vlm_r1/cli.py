@@ -77,7 +77,7 @@ def demo(
     rebuild_base: bool = typer.Option(
         False,
         "--rebuild-base",
-        help="Pretrain the base on this machine (~50 min on 2 cores) instead of using the one "
+        help="Pretrain the base on this machine (~1 hour on 2 cores) instead of using the one "
         "vlm-r1 ships; cached for later runs.",
     ),
 ) -> None:

@@ -35,6 +35,9 @@ WORKER = textwrap.dedent(
         for name, fn in sorted(ADVANTAGES.items())
     }
     (out / f"rank{acc.process_index}.json").write_text(json.dumps(advantages))
+    # Leave the process group before exit, as the trainers do: a gloo group still alive at
+    # interpreter exit can abort the process ("terminate called without an active exception").
+    acc.end_training()
     """
 )
 

@@ -29,8 +29,7 @@ from pathlib import Path
 
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
-from vlm_r1.demo.competence import accuracy_by_kind, where_boxes_land
-from vlm_r1.demo.stages import evaluate
+from vlm_r1.demo.stages import evaluate, grounding
 from vlm_r1.models.tiny import tiny_checkpoint
 from vlm_r1.parsing import extract_answer
 from vlm_r1.sft import SFTConfig, run_sft
@@ -122,14 +121,9 @@ def score(model: Path, data: Path, out: Path) -> dict:
         "shape": round(sum(s for _, s in hits) / len(hits), 2),
     }
     for task in ("rec_mix", "named"):
-        rows = data / f"{task}_eval_in.jsonl"
-        evaluate(model, rows, out / f"eval_{task}", 100)
-        predictions = out / f"eval_{task}" / "predictions.jsonl"
-        by_kind = accuracy_by_kind(predictions, rows)
-        scores[task] = {kind: round(v["acc@0.5"], 2) for kind, v in by_kind.items()}
-        scores[task]["lands"] = {
-            k: round(v, 2) for k, v in (where_boxes_land(predictions, rows) or {}).items()
-        }
+        found = grounding(model, data / f"{task}_eval_in.jsonl", out / f"eval_{task}", 100)
+        scores[task] = {kind: round(v["acc@0.5"], 2) for kind, v in found["by_kind"].items()}
+        scores[task]["lands"] = {k: round(v, 2) for k, v in (found["boxes_land_on"] or {}).items()}
     return scores
 
 

@@ -20,24 +20,17 @@ from pathlib import Path
 
 from vlm_r1.demo import PLANS
 from vlm_r1.demo.base import build_base, ship
-from vlm_r1.demo.competence import accuracy_by_kind, where_boxes_land
-from vlm_r1.demo.stages import evaluate
+from vlm_r1.demo.stages import grounding
 
 EVAL_ROWS = 200
 
 
 def score(model: Path, data: Path, out: Path) -> dict:
     """Acc@0.5 per kind and where the boxes land, on ``rec_mix`` and ``named`` eval_in rows."""
-    scores = {}
-    for task in ("rec_mix", "named"):
-        rows = data / f"{task}_eval_in.jsonl"
-        evaluate(model, rows, out / task, EVAL_ROWS)
-        predictions = out / task / "predictions.jsonl"
-        scores[task] = {
-            "by_kind": accuracy_by_kind(predictions, rows),
-            "boxes_land_on": where_boxes_land(predictions, rows),
-        }
-    return scores
+    return {
+        task: grounding(model, data / f"{task}_eval_in.jsonl", out / task, EVAL_ROWS)
+        for task in ("rec_mix", "named")
+    }
 
 
 def main() -> None:

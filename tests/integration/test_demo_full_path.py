@@ -58,11 +58,14 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     for name in ("grpo_ap", "grpo_odlength"):
         assert detection[name]["mAP"]["n"] == 2
         assert set(detection[name]) >= {"pred_gt_box_ratio", "duplicate_box_rate"}
-    assert summary["verdicts"][-1].startswith("detection (2 seeds, end of training):")
+    assert summary["verdicts"][-1].startswith(
+        "detection (2 seeds, end of training, from the detection base's mAP "
+    )
     history = (tmp_path / "run" / "grpo_ap_s3" / "metrics.jsonl").read_text().splitlines()
     assert "monitor/duplicate_box_rate" in json.loads(history[-1])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "grpo (2 seeds)" in html and "grpo_odlength_s4" in html and "pretrain_stage1" in html
+    assert "pretrain_detector" in html
     assert "the base&#x27;s boxes land on: named object" in html  # notes are html-escaped
     # A second run reuses the cached base and detector: nothing is pretrained again.
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "demo").iterdir())

@@ -19,6 +19,7 @@ from vlm_r1.demo.base import (
     ship,
     shipped_base,
 )
+from vlm_r1.demo.plan import FAMILY
 from vlm_r1.models.tiny import tiny_checkpoint
 
 PRETRAINING_FIELDS = {
@@ -95,3 +96,31 @@ def test_the_shipped_base_is_the_default_plans_and_loads_in_float32():
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     scores = json.loads((SHIPPED / MANIFEST).read_text())["scores"]
     assert scores["competence"]["rec_mix"]["by_kind"]["all"]["n"] == 200
+
+
+def test_the_detection_budget_holds_the_detection_answers_the_detector_learns(tmp_path):
+    """GRPO and eval cut a completion at ``ovd_max_completion_length`` tokens: a budget shorter
+    than the detection answers (3-5 labelled boxes, with the think) turns the answers the
+    detector learned into format failures, and box flooding could not even be written."""
+    from transformers import AutoProcessor
+
+    from vlm_r1.data.jsonl import read_samples
+    from vlm_r1.data.shapes import write_shapes
+    from vlm_r1.models import get_adapter
+    from vlm_r1.policy.prompts import prepare_prompt
+    from vlm_r1.sft import target_text
+
+    plan = PLANS["full"]
+    files = write_shapes(
+        tmp_path, 300, 0, plan.base_seed, plan.image_size, ("ovd",), plan.object_scale
+    )
+    adapter = get_adapter(FAMILY)
+    processor = AutoProcessor.from_pretrained(SHIPPED)
+    lengths = sorted(
+        len(processor.tokenizer(text + adapter.eos_token, add_special_tokens=False)["input_ids"])
+        for text in (
+            target_text(prepare_prompt(adapter, processor, sample), adapter, processor, True)
+            for sample in read_samples(str(files["ovd_train"]))
+        )
+    )
+    assert lengths[-1] <= plan.ovd_max_completion_length, lengths[-10:]

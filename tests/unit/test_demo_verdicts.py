@@ -8,7 +8,7 @@ import pytest
 
 from vlm_r1.demo.competence import accuracy_by_kind, competence, where_boxes_land
 from vlm_r1.demo.pooling import pool_comparisons, pool_seeds, pooled_test, spread
-from vlm_r1.demo.verdicts import PAIRS, pooled_verdicts, rec_verdicts
+from vlm_r1.demo.verdicts import PAIRS, detection_verdict, pooled_verdicts, rec_verdicts
 from vlm_r1.eval.compare import compare_hits
 
 
@@ -171,3 +171,24 @@ def test_where_boxes_land_tells_a_wrong_object_from_no_object(tmp_path):
     data.write_text(json.dumps({"id": "r9", "objects": objects, "target": 1}))
     with pytest.raises(ValueError, match="not a row"):
         where_boxes_land(predictions, data)
+
+
+def test_detection_verdict_reports_each_reward_over_seeds_from_the_start_map():
+    monitors = ("pred_gt_box_ratio", "duplicate_box_rate", "empty_answer_rate")
+    pooled = {
+        "grpo_ap": {"mAP": spread([0.1, 0.3]), **{m: spread([2.0, 4.0]) for m in monitors}},
+        "grpo_odlength": {"mAP": spread([0.2, 0.2]), **{m: spread([1.0, 1.0]) for m in monitors}},
+    }
+    for stats in pooled.values():
+        stats["whole_image_box_rate"] = spread([0.0, 0.5])
+    line = detection_verdict(pooled, 0.125)
+    sd = statistics.stdev([0.1, 0.3])
+    assert line.startswith(
+        "detection (2 seeds, end of training, from the detection base's mAP 0.125)"
+    )
+    ap, odlength = line.split("; ")
+    assert ap.split(": ", 1)[1].startswith(
+        f"AP reward: mAP 0.200±{sd:.3f}, predicted/true boxes 3.0"
+    )
+    assert odlength.startswith("odLength: mAP 0.200±0.000, predicted/true boxes 1.0")
+    assert "whole-image boxes 0.250" in ap and line.endswith(".")

@@ -41,10 +41,10 @@ from vlm_r1.demo.base import (
     shipped_base,
     write_pretraining_data,
 )
-from vlm_r1.demo.competence import accuracy_by_kind, competence, where_boxes_land
+from vlm_r1.demo.competence import competence
 from vlm_r1.demo.plan import PLANS, DemoPlan
 from vlm_r1.demo.pooling import pool_comparisons, pool_seeds, spread
-from vlm_r1.demo.stages import cached_run, evaluate, final_monitors, grpo, sft
+from vlm_r1.demo.stages import cached_run, evaluate, final_monitors, grounding, grpo, sft
 from vlm_r1.demo.verdicts import (
     MODELS,
     PAIRS,
@@ -101,15 +101,16 @@ def _pretrain(
         return base, base
 
     def build_detector(staging: Path) -> Path:
-        write_pretraining_data(plan, data, ("ovd", "rec_mix"))
+        write_pretraining_data(plan, data, ("ovd",))
         return sft(
             str(base),
-            f"{data / 'ovd_train.jsonl'}:{data / 'rec_mix_train.jsonl'}",
+            str(data / "ovd_train.jsonl"),
             staging / "ovd",
             plan.ovd_pretrain_steps,
             plan.pretrain_batch,
             plan.pretrain_lr,
             plan.base_seed,
+            schedule="cosine",
         )
 
     key = [recipe(plan), plan.ovd_pretrain_steps, sha256(base / WEIGHTS)]
@@ -259,16 +260,13 @@ def run_demo(
     base, detector = _pretrain(plan, out / "data" / "pretrain", rebuild_base, say)
     clock.lap("pretrain")
     say("the base's competence per expression kind (rec_mix eval_in)")
-    evaluate(base, probe / "rec_mix_eval_in.jsonl", out / "eval" / "base_competence", plan.n_eval)
-    competence_eval = (
-        out / "eval" / "base_competence" / "predictions.jsonl",
-        probe / "rec_mix_eval_in.jsonl",
+    scores = grounding(
+        base, probe / "rec_mix_eval_in.jsonl", out / "eval" / "base_competence", plan.n_eval
     )
-    by_kind = accuracy_by_kind(*competence_eval)
     base_report: dict[str, Any] = {
-        "rec_by_kind": by_kind,
-        **competence(by_kind),
-        "boxes_land_on": where_boxes_land(*competence_eval),
+        "rec_by_kind": scores["by_kind"],
+        **competence(scores["by_kind"]),
+        "boxes_land_on": scores["boxes_land_on"],
     }
     if plan.ovd_ablation:
         base_report["detector_ovd"] = evaluate(
@@ -298,6 +296,7 @@ def run_demo(
         verdicts += pooled_verdicts(pooled, pooled_tests, len(seeds))
     runs = {
         **_pretraining_runs(base),
+        **({"pretrain_detector": detector.parent} if plan.ovd_ablation else {}),
         **{f"{m}_s{s}": out / f"{m}_s{s}" for s in seeds for m in ("sft", "grpo")},
     }
     detection: dict[str, Any] = {}
@@ -307,7 +306,11 @@ def run_demo(
             per_seed.append(_detection_study(plan, s, detector, out, say))
             runs.update({f"{m}_s{s}": out / f"{m}_s{s}" for m in ("grpo_ap", "grpo_odlength")})
         detection = {"per_seed": per_seed, "pooled": _pool_detection(per_seed)}
-        verdicts.append(detection_verdict(detection["pooled"]))
+        verdicts.append(
+            detection_verdict(
+                detection["pooled"], base_report["detector_ovd"].get("mAP", float("nan"))
+            )
+        )
         clock.lap("detection_study")
     summary = {
         "mode": mode,

@@ -50,7 +50,7 @@ def recipe(plan: DemoPlan) -> dict[str, Any]:
         "stages": [[tasks, steps] for tasks, steps in plan.pretrain_stages],
         "batch": plan.pretrain_batch,
         "lr": plan.pretrain_lr,
-        "schedule": "cosine per stage, 10 warmup steps",
+        "schedule": "cosine per stage, warmup min(10, steps // 5)",
         "seed": plan.base_seed,
     }
 

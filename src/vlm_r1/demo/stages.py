@@ -23,6 +23,7 @@ from vlm_r1.config import (
     RolloutConfig,
     TrainConfig,
 )
+from vlm_r1.demo.competence import accuracy_by_kind, where_boxes_land
 from vlm_r1.demo.plan import DemoPlan
 from vlm_r1.eval.runner import evaluate_checkpoint
 from vlm_r1.models.tiny import cache_root
@@ -144,6 +145,17 @@ def evaluate(
         progress=False,
     )
     return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def grounding(model: Path, rows: Path, out: Path, limit: int) -> dict[str, Any]:
+    """Evaluate ``model`` on REC ``rows`` (predictions in ``out``) and break the result down:
+    ``{"by_kind": accuracy_by_kind, "boxes_land_on": where_boxes_land}`` (``competence.py``)."""
+    evaluate(model, rows, out, limit)
+    predictions = out / "predictions.jsonl"
+    return {
+        "by_kind": accuracy_by_kind(predictions, rows),
+        "boxes_land_on": where_boxes_land(predictions, rows),
+    }
 
 
 def final_monitors(run: Path, keys: Sequence[str], last: int = 5) -> dict[str, float]:

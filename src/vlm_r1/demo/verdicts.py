@@ -72,8 +72,11 @@ def pooled_verdicts(pooled: Mapping[str, Any], tests: Mapping[str, Any], seeds: 
     return lines
 
 
-def detection_verdict(pooled: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """mAP and the end-of-training hacking monitors of the AP and odLength runs, over seeds."""
+def detection_verdict(
+    pooled: Mapping[str, Mapping[str, Mapping[str, float]]], start_map: float
+) -> str:
+    """mAP and the end-of-training hacking monitors of the AP and odLength runs, over seeds,
+    after the mAP both started from (the detection base's)."""
     parts = []
     for name, label in (("grpo_ap", "AP reward"), ("grpo_odlength", "odLength")):
         stats = pooled[name]
@@ -81,7 +84,11 @@ def detection_verdict(pooled: Mapping[str, Mapping[str, Mapping[str, float]]]) -
             f"{label}: mAP {_mean_sd(stats['mAP'])}, predicted/true boxes "
             f"{_mean_sd(stats['pred_gt_box_ratio'])}, duplicate rate "
             f"{_mean_sd(stats['duplicate_box_rate'])}, empty answers "
-            f"{_mean_sd(stats['empty_answer_rate'])}"
+            f"{_mean_sd(stats['empty_answer_rate'])}, whole-image boxes "
+            f"{_mean_sd(stats['whole_image_box_rate'])}"
         )
     seeds = int(pooled["grpo_ap"]["mAP"]["n"])
-    return f"detection ({seeds} seeds, end of training): " + "; ".join(parts) + "."
+    return (
+        f"detection ({seeds} seeds, end of training, from the detection base's mAP "
+        f"{start_map:.3f}): " + "; ".join(parts) + "."
+    )

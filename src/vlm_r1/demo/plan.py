@@ -50,10 +50,11 @@ class DemoPlan:
     max_completion_length: int = 40
     # --full: the detection ablation (AP vs odLength) from a base also pretrained on detection.
     ovd_ablation: bool = False
-    # Detection SFT from the base (``ovd`` rows, cosine): mAP 0.02 after 300 steps, 0.16 at
-    # step 1,050 of a 1,400-step schedule and 0.18 at its end (100 eval rows; 1.1-1.4 s a step).
+    # Detection SFT from the base (``ovd`` rows, cosine, 1.1-1.5 s a step). A probe scored on
+    # 100 eval rows: mAP 0.12 at step 700 of a 1,400-step schedule, 0.16 at 1,050, 0.18 at the
+    # end (300 steps of detection and REC, the earlier recipe: 0.02).
     ovd_pretrain_steps: int = 1000
-    # 48 GRPO steps a run (~3.6 s each): room for the box count to drift under plain AP.
+    # 48 GRPO steps a run (4-7 s each): room for the box count to drift under plain AP.
     ovd_prompts: int = 192
     # A detection answer lists up to 6 labelled boxes, ~25 tokens each: 96 tokens cut off 29% of
     # the training answers before </answer> (the longest are ~220 tokens).

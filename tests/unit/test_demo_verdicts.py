@@ -181,6 +181,7 @@ def test_detection_verdict_reports_each_reward_over_seeds_from_the_start_map():
     }
     for stats in pooled.values():
         stats["whole_image_box_rate"] = spread([0.0, 0.5])
+        stats["well_formed_answer_rate"] = spread([0.25, 0.75])
     line = detection_verdict(pooled, 0.125)
     sd = statistics.stdev([0.1, 0.3])
     assert line.startswith(
@@ -192,3 +193,4 @@ def test_detection_verdict_reports_each_reward_over_seeds_from_the_start_map():
     )
     assert odlength.startswith("odLength: mAP 0.200±0.000, predicted/true boxes 1.0")
     assert "whole-image boxes 0.250" in ap and line.endswith(".")
+    assert f"well-formed answers 0.500±{sd * 2.5:.3f}" in odlength

@@ -76,8 +76,34 @@ def test_oracle_in_the_family_convention_scores_perfectly(family, tiny_path, sha
     assert metrics["ovd"]["mAP"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["count"]["accuracy"] == 1.0
     assert all(m["format_failure_rate"] == 0 for m in metrics.values())
+    assert metrics["ovd"]["well_formed_rate"] == 1.0
     # The same answers read in the wrong coordinate system would not score perfectly.
     assert len(predictions) == len(samples)
+
+
+def test_eval_reads_detection_answers_leniently_and_counts_the_well_formed(tiny_path, shapes):
+    """Evaluation salvages the boxes of a broken answer (mAP as if it were whole) and says how
+    many answers were the JSON the prompt asked for (what the strict rewards pay for)."""
+    from transformers import AutoProcessor
+
+    family = family_names()[0]
+    adapter = get_adapter(family)
+    processor = AutoProcessor.from_pretrained(tiny_path(family))
+    samples = list(read_samples(str(shapes["ovd_eval_ood"])))
+    perfect = oracle(adapter, processor)
+
+    def half_broken(prompts):
+        texts = perfect(prompts)
+        return [
+            t.replace("]</answer>", '], ": garbage</answer>') if i % 2 else t
+            for i, t in enumerate(texts)
+        ]
+
+    metrics, _ = evaluate_samples(samples, adapter, processor, half_broken)
+    broken = sum(1 for i, s in enumerate(samples) if i % 2 and s.solution.boxes)
+    assert broken > 0
+    assert metrics["ovd"]["mAP"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["ovd"]["well_formed_rate"] == pytest.approx(1 - broken / len(samples))
 
 
 def test_vlm_r1_convention_is_stricter():

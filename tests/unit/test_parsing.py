@@ -63,3 +63,55 @@ def test_scalar_parsers():
     assert parse_choice("Answer: C.") == "C"
     assert parse_choice("Banana") is None
     assert parse_yes_no("Yes.") == "yes" and parse_yes_no("nope") is None
+
+
+# Answers the strict reading (detection rewards) refuses, each one the lenient reading
+# above salvages a box from. The first two are rollouts GRPO with the AP reward wrote in the
+# demo's `--full` run, for which the lenient reading paid AP 0.9 and 1.0.
+BROKEN_ANSWERS = [
+    '[{"bbox_2d": [116, 179, 625, 652], ": 9hexagon"}], ": {": 670, {": [179], "}70, d": {": 634]',
+    '[{"bbox_2d": [116, 170, 625, 661], ": lly"circle"}]',
+    '[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}] trailing words',  # JSON, then more text
+    "[1, 2, 3, 4]",  # a box without a label
+    '[{"bbox_2d": [1, 2, 3, 4]}]',  # no label
+    '[{"bbox_2d": ["1", 2, 3, 4], "label": "cat"}]',  # a coordinate that is a string
+    '[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}, [5, 6, 7, 8]]',  # one item not an object
+    '{"bbox_2d": [1, 2, 3, 4], "label": "cat"}',  # an object, not a list of them
+    '{"bbox_2d": [1.5, 2, 3, 4]',  # truncated
+    "The box is (10, 20, 30, 40).",
+]
+
+
+@pytest.mark.parametrize("text", BROKEN_ANSWERS)
+def test_the_strict_reading_refuses_what_the_lenient_one_salvages(text):
+    assert parse_boxes(text).boxes  # the lenient reading finds a box...
+    strict = parse_boxes(text, strict=True)
+    assert strict.status == "malformed" and strict.boxes == []  # ...the strict one none
+
+
+@pytest.mark.parametrize(
+    "text, boxes, labels",
+    [
+        ('```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}]\n```', [(1, 2, 3, 4)], ["cat"]),
+        ('[{"bbox_2d": [1, 2.5, 3, 4], "label": " cat "}]', [(1, 2.5, 3, 4)], ["cat"]),
+        (  # fenced JSON with words around the fence: VLM-R1 reads the fence alone
+            'Here:\n```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"},'
+            ' {"bbox_2d": [5, 6, 7, 8], "label": "b", "score": 0.5}]\n``` done',
+            [(1, 2, 3, 4), (5, 6, 7, 8)],
+            ["a", "b"],
+        ),
+        ("<|begin_of_box|>[1, 2, 3, 4]<|end_of_box|>", [(1, 2, 3, 4)], [None]),  # GLM's markup
+        ("<ref>cat</ref><box>[[1, 2, 3, 4]]</box>", [(1, 2, 3, 4)], ["cat"]),  # InternVL's
+    ],
+)
+def test_the_strict_reading_takes_well_formed_answers(text, boxes, labels):
+    strict = parse_boxes(text, strict=True)
+    assert strict.status == "ok"
+    assert [b.box for b in strict.boxes] == boxes
+    assert [b.label for b in strict.boxes] == labels
+    assert strict.boxes == parse_boxes(text).boxes  # the same boxes as the lenient reading
+
+
+@pytest.mark.parametrize("text", ["None", "none.", "```json\n[]\n```", "[]"])
+def test_the_strict_reading_takes_an_explicit_no_objects_answer(text):
+    assert parse_boxes(text, strict=True).status == "none"

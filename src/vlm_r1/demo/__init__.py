@@ -65,6 +65,7 @@ HACKING_MONITORS = (
     "duplicate_box_rate",
     "empty_answer_rate",
     "whole_image_box_rate",
+    "well_formed_answer_rate",
 )
 
 

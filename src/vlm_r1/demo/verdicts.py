@@ -85,7 +85,8 @@ def detection_verdict(
             f"{_mean_sd(stats['pred_gt_box_ratio'])}, duplicate rate "
             f"{_mean_sd(stats['duplicate_box_rate'])}, empty answers "
             f"{_mean_sd(stats['empty_answer_rate'])}, whole-image boxes "
-            f"{_mean_sd(stats['whole_image_box_rate'])}"
+            f"{_mean_sd(stats['whole_image_box_rate'])}, well-formed answers "
+            f"{_mean_sd(stats['well_formed_answer_rate'])}"
         )
     seeds = int(pooled["grpo_ap"]["mAP"]["n"])
     return (

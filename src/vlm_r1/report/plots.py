@@ -57,6 +57,7 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("whole_image", ("monitor/whole_image_box_rate",), "whole-image box rate"),
     PanelSpec("duplicates", ("monitor/duplicate_box_rate",), "duplicate box rate"),
     PanelSpec("boxes", ("monitor/pred_gt_box_ratio",), "predicted / true boxes"),
+    PanelSpec("well_formed", ("monitor/well_formed_answer_rate",), "well-formed detection answers"),
     PanelSpec("why0", ("monitor/why0/",), "why accuracy was 0 (share of box samples)"),
     PanelSpec("aha", ("monitor/recheck_rate",), "re-checking in <think>"),
     PanelSpec("grad_norm", ("grad_norm",), "gradient norm", primary=False),
@@ -119,6 +120,9 @@ CAPTIONS: dict[str, str] = {
     "hacking on detection).",
     "monitor/pred_gt_box_ratio": "Healthy: near 1, as many boxes as objects. Well above 1: box "
     "flooding; below 1: missed objects.",
+    "monitor/well_formed_answer_rate": "Healthy: near 1 and holding. Falling: detection "
+    "answers stop being the JSON list the prompt asks for (the strict detection rewards pay 0 "
+    "for them; a lenient reward would be hacked).",
     "monitor/why0/": "Healthy: every share falls. no_answer or unparsable high: a format "
     "problem; outside_image: a coordinate-system mismatch; iou_zero: real misses.",
     "monitor/recheck_rate": "May rise as reasoning develops (re-checking, the 'aha' moment); "

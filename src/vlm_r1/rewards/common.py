@@ -109,14 +109,15 @@ def model_boxes_to_pixels(
 
 
 def predicted_boxes(
-    completion: str, spaces: Spaces, require_tag: bool = True
+    completion: str, spaces: Spaces, require_tag: bool = True, strict: bool = False
 ) -> tuple[BoxesParse, np.ndarray]:
     """Parse a completion's boxes and map them to original-image pixels -> ``(parse, [P, 4])``.
 
     ``spaces`` is the sample's box space, or every image's in prompt order: each box is mapped
     with the space of the image it names (``"image": k``) and placed on the sample's canvas
-    (see above; for one image and boxes that name no other, the pixels themselves)."""
-    parsed = parse_boxes(extract_answer(completion, require_tag).answer)
+    (see above; for one image and boxes that name no other, the pixels themselves).
+    ``strict``: read only a well-formed answer (``parsing.parse_boxes``)."""
+    parsed = parse_boxes(extract_answer(completion, require_tag).answer, strict)
     coords = np.array([b.box for b in parsed.boxes], dtype=np.float64).reshape(-1, 4)
     spaces = as_spaces(spaces)
     if not spaces or not len(coords):

@@ -1,13 +1,22 @@
 """Detection rewards (OVD): COCO AP / AP50, odLength, and VLM-R1's weighted score.
 
+Only the answer the detection prompt asks for is paid (``strict``, the default): VLM-R1's JSON
+list of labelled boxes, ```json-fenced or not, or "None". An answer that is anything else
+scores 0, as VLM-R1's ``map_reward`` scores an answer whose fenced block ``json.loads``
+refuses. The lenient reading (``strict=False``) salvages boxes from broken JSON and free
+text; rewarded with it, GRPO in the demo's detection ablation learned to write one intact box
+and garbage after it (4 of 6 runs), and was paid for the box.
+
 Explicit edge cases (COCO leaves them undefined):
 
-* no ground truth and no prediction (the model said "None" correctly) -> 1.0;
-* no ground truth but predictions -> 0.0;  ground truth but no prediction -> 0.0
+* no ground truth and an answer that says so ("None", ``[]``) -> 1.0;
+* no ground truth and anything else (boxes, no answer, unreadable text) -> 0.0;
+* ground truth but no prediction -> 0.0
   (``detection_weighted``, like VLM-R1's ``weighted_sum``, wants the answer "None" itself).
 
-Labels are compared case- and whitespace-insensitively. A prediction without a label is given
-the ground-truth category when the sample has exactly one; otherwise it matches nothing.
+Labels are compared case- and whitespace-insensitively. Read leniently, a prediction without a
+label is given the ground-truth category when the sample has exactly one; otherwise it
+matches nothing (a strict answer labels every box).
 
 Reward hacking (VLM-R1 paper, sec. 4.3): plain AP barely penalises extra boxes, since
 duplicates ranked after the hits do not lower precision at recall levels already reached;
@@ -32,11 +41,13 @@ from vlm_r1.rewards.detection_math import (
 from vlm_r1.rewards.registry import RewardOutput, register_reward
 
 
-def _parse_batch(completions, solutions, ctx, require_answer_tag):
+def _parse_batch(completions, solutions, ctx, require_answer_tag, strict):
+    """Per sample: ``Detections``, ``(n_pred, n_gt)`` and its reward details; the last column
+    of the counts is 1 where the answer explicitly said there is nothing ("None")."""
     samples, details, counts = [], [], []
     for i, (completion, solution) in enumerate(zip(completions, solutions, strict=True)):
         spaces = sample_spaces(ctx, i)
-        parsed, boxes = predicted_boxes(completion, spaces, require_answer_tag)
+        parsed, boxes = predicted_boxes(completion, spaces, require_answer_tag, strict)
         gt, gt_labels_raw = gt_boxes(solution, spaces)
         gt_labels = [normalise_label(lab) or "" for lab in gt_labels_raw]
         pred_labels = [normalise_label(b.label) for b in parsed.boxes]
@@ -46,38 +57,49 @@ def _parse_batch(completions, solutions, ctx, require_answer_tag):
         samples.append(
             Detections(boxes, [lab or "\0" for lab in pred_labels], scores, gt, gt_labels)
         )
-        counts.append((len(boxes), len(gt)))
+        counts.append((len(boxes), len(gt), parsed.status == "none"))
         details.append({"status": parsed.status, "n_pred": len(boxes), "n_gt": len(gt)})
-    return samples, np.array(counts, dtype=float).reshape(-1, 2), details
+    return samples, np.array(counts, dtype=float).reshape(-1, 3), details
 
 
 def _ap_scores(samples, counts, thresholds) -> np.ndarray:
     ap = coco_ap(samples, thresholds).mean(axis=1)  # NaN where no ground truth
-    n_pred, n_gt = counts[:, 0], counts[:, 1]
-    both_empty = (n_gt == 0) & (n_pred == 0)
-    return np.where(n_gt == 0, np.where(both_empty, 1.0, 0.0), np.nan_to_num(ap))
+    n_gt, said_none = counts[:, 1], counts[:, 2]
+    return np.where(n_gt == 0, said_none, np.nan_to_num(ap))
 
 
-def _ap_reward(completions, solutions, ctx, thresholds, require_answer_tag) -> RewardOutput:
-    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
+def _ap_reward(completions, solutions, ctx, thresholds, require_answer_tag, strict):
+    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag, strict)
     scores = _ap_scores(samples, counts, thresholds) if samples else np.zeros(0)
     return RewardOutput([float(s) for s in scores], details)
 
 
 @register_reward("ap")
 def ap(
-    completions: list[str], solutions: list[Any], *, require_answer_tag: bool = True, **ctx: Any
+    completions: list[str],
+    solutions: list[Any],
+    *,
+    require_answer_tag: bool = True,
+    strict: bool = True,
+    **ctx: Any,
 ) -> RewardOutput:
     """COCO mAP@[.50:.05:.95] of the answer's boxes (pycocotools ``stats[0]``)."""
-    return _ap_reward(completions, solutions, ctx, COCO_IOU_THRESHOLDS, require_answer_tag)
+    thresholds = COCO_IOU_THRESHOLDS
+    return _ap_reward(completions, solutions, ctx, thresholds, require_answer_tag, strict)
 
 
 @register_reward("ap50")
 def ap50(
-    completions: list[str], solutions: list[Any], *, require_answer_tag: bool = True, **ctx: Any
+    completions: list[str],
+    solutions: list[Any],
+    *,
+    require_answer_tag: bool = True,
+    strict: bool = True,
+    **ctx: Any,
 ) -> RewardOutput:
     """COCO AP at IoU 0.5 (pycocotools ``stats[1]``)."""
-    return _ap_reward(completions, solutions, ctx, np.array([0.5]), require_answer_tag)
+    thresholds = np.array([0.5])
+    return _ap_reward(completions, solutions, ctx, thresholds, require_answer_tag, strict)
 
 
 @register_reward("od_length")
@@ -87,13 +109,14 @@ def od_length(
     *,
     iou: str = "coco",
     require_answer_tag: bool = True,
+    strict: bool = True,
     **ctx: Any,
 ) -> RewardOutput:
     """VLM-R1's odLength: ``AP * min(1, n_gt / n_pred)`` (``iou``: "coco" mAP or "50" AP50)."""
     if iou not in ("coco", "50"):
         raise ValueError(f"od_length iou must be 'coco' or '50', got {iou!r}")
     thresholds = COCO_IOU_THRESHOLDS if iou == "coco" else np.array([0.5])
-    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
+    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag, strict)
     if not samples:
         return RewardOutput([], [])
     base = _ap_scores(samples, counts, thresholds)
@@ -115,6 +138,7 @@ def detection_weighted(
     label_weight: float = 0.0,
     completeness_weight: float = 0.3,
     require_answer_tag: bool = True,
+    strict: bool = True,
     **ctx: Any,
 ) -> RewardOutput:
     """VLM-R1's ``weighted_sum`` reward (``detection_score``), in [0, 1].
@@ -128,16 +152,18 @@ def detection_weighted(
     answer that reads "None" (VLM-R1: ``clean_text(answer) == "none"``), else 0.
 
     Same score as VLM-R1 given the same boxes; the inputs differ where VLM-R1 is stricter or
-    undefined: boxes come from our lenient parser (any format ``parse_boxes`` reads, not only a
-    fenced ```json block) mapped to original-image pixels, the frame the 1-unit overlap rule is
-    applied in; labels compare case- and whitespace-insensitively (VLM-R1: lower-cased); an
-    unlabelled box takes the single ground-truth category (VLM-R1 raises on it), else matches
-    no label; with ``require_answer_tag`` (default) an answer needs its ``<answer>`` tag.
+    undefined: the JSON list may come without its ```json fence (``strict``, the default; an
+    answer that is not that list scores 0, as in VLM-R1), boxes are mapped to original-image
+    pixels, the frame the 1-unit overlap rule is applied in; labels compare case- and
+    whitespace-insensitively (VLM-R1: lower-cased); with ``strict=False`` boxes come from the
+    lenient parser and an unlabelled box takes the single ground-truth category (VLM-R1
+    raises on it), else matches no label; with ``require_answer_tag`` (default) an answer
+    needs its ``<answer>`` tag.
     """
     weights = (position_weight, label_weight, completeness_weight)
-    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag)
+    samples, counts, details = _parse_batch(completions, solutions, ctx, require_answer_tag, strict)
     scores = []
-    for i, (s, (_, n_gt), d) in enumerate(zip(samples, counts, details, strict=True)):
+    for i, (s, (_, n_gt, _), d) in enumerate(zip(samples, counts, details, strict=True)):
         if n_gt == 0:  # VLM-R1's "None" solution
             answer = extract_answer(completions[i], require_answer_tag).answer
             says_none = answer is not None and answer.strip().rstrip(".").lower() == "none"

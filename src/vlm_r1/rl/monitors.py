@@ -4,7 +4,9 @@ Hacking (VLM-R1 paper, sec. 4.3): detection rewards are gamed with empty answers
 covering the whole image, or floods of (duplicate) boxes. Aha (sec. 4.4): during RL the model
 starts re-checking candidates in its thinking. Diagnostics answer the question VLM-R1 users ask
 most: "format reward is 1, why is the IoU reward 0?" -- no answer tag, an unparsable answer, a
-box outside the image (usually a coordinate-system mismatch), or a real miss.
+box outside the image (usually a coordinate-system mismatch), or a real miss. The share of
+detection answers that are well formed (the JSON the prompt asks for, what the strict
+detection rewards pay for) falls when a policy learns to write one box and garbage after it.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def completion_monitors(
         "why0/iou_zero": 0,
     }
     think_words, box_ratios, n_boxes, n_box_samples = [], [], 0, 0
+    n_detection, n_well_formed = 0, 0
     predicted_centres, true_centres = [], []
     lowered = [p.lower() for p in recheck_phrases]
     for text, solution, task, space in zip(texts, solutions, tasks, spaces, strict=True):
@@ -106,6 +109,10 @@ def completion_monitors(
             counts["empty_answer"] += 1
         if task not in ("rec", "ovd"):
             continue
+        if task == "ovd":
+            n_detection += 1
+            strict = parse_boxes(parsed.answer, strict=True)
+            n_well_formed += strict.status in ("ok", "none")
         n_box_samples += 1
         boxes = parse_boxes(parsed.answer)
         pred = np.array([b.box for b in boxes.boxes], dtype=float).reshape(-1, 4)
@@ -156,6 +163,7 @@ def completion_monitors(
     out.update(
         {
             "monitor/whole_image_box_rate": _rate(counts["whole_image_box"], n_box_samples),
+            "monitor/well_formed_answer_rate": _rate(n_well_formed, n_detection),
             "monitor/pred_gt_box_ratio": float(np.mean(box_ratios)) if box_ratios else nan,
             # No predicted box means no duplicate: 0 (a rate over boxes, but "none repeated"
             # is the true reading, and it keeps the metric defined on a batch of empty answers).

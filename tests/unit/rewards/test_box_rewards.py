@@ -184,8 +184,42 @@ def test_detection_weighted_known_value():
     assert labelled.scores[0] == pytest.approx(0.5)  # 1 agreeing match / 2 gts (was 1 / 1)
 
 
-def test_unlabelled_boxes_take_the_single_gt_category():
-    out = call_reward(
-        resolve_reward("ap"), ["<answer>[[10, 10, 30, 30], [60, 60, 90, 90]]</answer>"], [GT]
-    )
-    assert out.scores[0] == pytest.approx(1.0)
+def test_unlabelled_boxes_take_the_single_gt_category_when_read_leniently():
+    bare = ["<answer>[[10, 10, 30, 30], [60, 60, 90, 90]]</answer>"]
+    assert call_reward(resolve_reward("ap", strict=False), bare, [GT]).scores == [1.0]
+    assert call_reward(resolve_reward("ap"), bare, [GT]).scores == [0.0]
+
+
+# Rollouts that GRPO with the AP reward wrote in the demo's `--full` run (seed 0, step 48):
+# the first box's JSON is intact, everything after it is broken. The lenient parser read that
+# box (label-less, so it took the single true category) and AP paid up to 1.0 for it.
+BROKEN = [
+    '<think>t</think><answer>[{"bbox_2d": [10, 10, 30, 30], ": 9hexagon"}], ": {": 670, '
+    '{": [179], "}70, d": {": 634]</answer>',
+    '<think>t</think><answer>[{"bbox_2d": [10, 10, 30, 30], ": lly"circle"}]</answer>',
+    "<think>t</think><answer>[[10, 10, 30, 30], [60, 60, 90, 90]]</answer>",  # no labels
+]
+
+
+@pytest.mark.parametrize("name", ["ap", "ap50", "od_length", "detection_weighted"])
+def test_detection_rewards_pay_nothing_for_an_answer_that_is_not_the_asked_json(name):
+    assert call_reward(resolve_reward(name), BROKEN, [GT] * 3).scores == [0.0, 0.0, 0.0]
+    lenient = call_reward(resolve_reward(name, strict=False), BROKEN, [GT] * 3).scores
+    assert min(lenient) > 0.0  # the opt-out reads them, as before
+    well_formed = answer(GT["boxes"], GT["labels"])
+    assert call_reward(resolve_reward(name), [well_formed], [GT]).scores == [1.0]
+
+
+@pytest.mark.parametrize("name", ["ap", "ap50", "od_length"])
+@pytest.mark.parametrize("strict", [True, False])
+def test_without_ground_truth_only_an_explicit_none_earns_the_reward(name, strict):
+    none_gt = {"boxes": [], "labels": []}
+    completions = [
+        "<think>t</think><answer>None</answer>",
+        "<think>t</think><answer>```json\n[]\n```</answer>",
+        "<think>t</think><answer>I cannot tell</answer>",  # says nothing parseable
+        "<think>t</think><answer></answer>",  # empty
+        "<think>no answer tag</think>",
+    ]
+    scores = call_reward(resolve_reward(name, strict=strict), completions, [none_gt] * 5).scores
+    assert scores == [1.0, 1.0, 0.0, 0.0, 0.0]

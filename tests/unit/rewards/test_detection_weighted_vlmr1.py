@@ -217,10 +217,12 @@ def test_ground_truth_without_prediction_scores_zero():
     assert out.scores == [0.0] * 4
 
 
-def test_unlabelled_boxes_take_the_single_gt_category():
-    """VLM-R1 is undefined here (it raises); ours treats them as the only category."""
-    out = score(["<answer>[[10, 10, 30, 30], [60, 60, 90, 90]]</answer>"], [GT])
-    assert out.scores == pytest.approx([1.0])
+def test_unlabelled_boxes_take_the_single_gt_category_when_read_leniently():
+    """VLM-R1 is undefined here (it raises); read leniently, ours treats them as the only
+    category; the strict default pays nothing for an answer without labels."""
+    bare = "<answer>[[10, 10, 30, 30], [60, 60, 90, 90]]</answer>"
+    assert score([bare], [GT], strict=False).scores == pytest.approx([1.0])
     two_categories = {"boxes": GT["boxes"], "labels": ["cat", "dog"]}
-    out = score(["<answer>[[10, 10, 30, 30], [60, 60, 90, 90]]</answer>"], [two_categories])
+    out = score([bare], [two_categories], strict=False)
     assert out.scores == pytest.approx([0.3])  # matched but no label agrees: position 0
+    assert score([bare], [GT]).scores == [0.0]

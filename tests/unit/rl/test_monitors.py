@@ -123,3 +123,19 @@ def test_why0_shares_are_undefined_without_box_samples():
     m = completion_monitors(["<think>a</think><answer>4</answer>"], ["4"], ["count"], [None])
     why0 = {k: v for k, v in m.items() if k.startswith("monitor/why0/")}
     assert len(why0) == 4 and all(math.isnan(v) for v in why0.values())  # before: all 0.0
+
+
+def test_well_formed_answer_rate_counts_detection_answers_the_strict_reading_takes():
+    ovd_gt = BoxSolution(((10.0, 10.0, 30.0, 30.0),), ("cat",))
+    texts = [
+        '<answer>```json\n[{"bbox_2d": [100, 100, 300, 300], "label": "cat"}]\n```</answer>',
+        "<answer>None</answer>",  # an explicit "nothing here" is well formed
+        '<answer>[{"bbox_2d": [100, 100, 300, 300], ": lly"circle"}]</answer>',  # broken JSON
+        "<answer>[100, 100, 300, 300]</answer>",  # no label
+        "no answer",
+    ]
+    m = completion_monitors(texts, [ovd_gt] * 5, ["ovd"] * 5, [SPACE] * 5)
+    assert m["monitor/well_formed_answer_rate"] == pytest.approx(2 / 5)
+    # REC answers are bare boxes by design: the rate is over detection samples only.
+    rec = completion_monitors(["<answer>[1, 1, 5, 5]</answer>"], [GT], ["rec"], [SPACE])
+    assert math.isnan(rec["monitor/well_formed_answer_rate"])

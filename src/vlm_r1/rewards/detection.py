@@ -1,7 +1,8 @@
 """Detection rewards (OVD): COCO AP / AP50, odLength, and VLM-R1's weighted score.
 
 Only the answer the detection prompt asks for is paid (``strict``, the default): VLM-R1's JSON
-list of labelled boxes, ```json-fenced or not, or "None". An answer that is anything else
+list of labelled boxes, ```json-fenced or not, "None", or a family's own box markup
+(``parsing.native_boxes``: GLM-4.1V, InternVL). An answer that is anything else
 scores 0, as VLM-R1's ``map_reward`` scores an answer whose fenced block ``json.loads``
 refuses. The lenient reading (``strict=False``) salvages boxes from broken JSON and free
 text; rewarded with it, GRPO in the demo's detection ablation learned to write one intact box
@@ -14,9 +15,9 @@ Explicit edge cases (COCO leaves them undefined):
 * ground truth but no prediction -> 0.0
   (``detection_weighted``, like VLM-R1's ``weighted_sum``, wants the answer "None" itself).
 
-Labels are compared case- and whitespace-insensitively. Read leniently, a prediction without a
-label is given the ground-truth category when the sample has exactly one; otherwise it
-matches nothing (a strict answer labels every box).
+Labels are compared case- and whitespace-insensitively. A prediction without a label (read
+leniently, or in a family's box markup; a strict JSON answer labels every box) is given the
+ground-truth category when the sample has exactly one; otherwise it matches nothing.
 
 Reward hacking (VLM-R1 paper, sec. 4.3): plain AP barely penalises extra boxes, since
 duplicates ranked after the hits do not lower precision at recall levels already reached;

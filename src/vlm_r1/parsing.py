@@ -351,6 +351,12 @@ def parse_boxes(answer: str | None, strict: bool = False) -> BoxesParse:
     return BoxesParse(found[:MAX_BOXES], "ok" if found else "malformed")
 
 
+def is_well_formed_boxes(answer: str | None) -> bool:
+    """Whether a detection answer is what the prompt asks for (boxes or an explicit "None"
+    under the strict reading): what the strict detection rewards can pay for."""
+    return parse_boxes(answer, strict=True).status in ("ok", "none")
+
+
 _COORD = r"(-?\d+(?:\.\d+)?)"
 # "[x, y]" or "(x, y)": exactly two numbers between brackets (a 4-number box does not match).
 _BARE_POINT_RE = re.compile(r"[\[(]\s*" + _COORD + r"\s*,\s*" + _COORD + r"\s*[\])]")

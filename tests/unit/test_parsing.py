@@ -2,6 +2,7 @@ import pytest
 
 from vlm_r1.parsing import (
     extract_answer,
+    is_well_formed_boxes,
     parse_boxes,
     parse_choice,
     parse_number,
@@ -115,3 +116,10 @@ def test_the_strict_reading_takes_well_formed_answers(text, boxes, labels):
 @pytest.mark.parametrize("text", ["None", "none.", "```json\n[]\n```", "[]"])
 def test_the_strict_reading_takes_an_explicit_no_objects_answer(text):
     assert parse_boxes(text, strict=True).status == "none"
+    assert is_well_formed_boxes(text)
+
+
+def test_well_formed_means_what_the_strict_reading_takes():
+    assert is_well_formed_boxes('[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}]')
+    assert not any(is_well_formed_boxes(text) for text in BROKEN_ANSWERS)
+    assert not is_well_formed_boxes(None) and not is_well_formed_boxes("")

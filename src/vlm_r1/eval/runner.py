@@ -50,7 +50,7 @@ from vlm_r1.eval.parallel import (
 )
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.models.boxes import BoxSpace
-from vlm_r1.parsing import extract_answer, parse_boxes, parse_number
+from vlm_r1.parsing import extract_answer, is_well_formed_boxes, parse_number
 from vlm_r1.policy.prompts import PreparedPrompt, chat_prompt_text, prepare_prompt, stack_prompts
 from vlm_r1.rewards import call_reward, resolve_reward
 from vlm_r1.rewards.common import gt_boxes, normalise_label, predicted_boxes
@@ -246,8 +246,8 @@ def _score_task(task: str, items: list[tuple[PreparedPrompt, str]], convention: 
         metrics = coco_detection_metrics(preds, truth, sorted(c for c in listed if c))
         # mAP reads answers leniently (boxes salvaged from broken JSON); this is the share the
         # strict detection rewards would pay for, the JSON list the prompt asks for.
-        strict = [parse_boxes(extract_answer(text).answer, strict=True) for _, text in items]
-        metrics["well_formed_rate"] = float(np.mean([p.status in ("ok", "none") for p in strict]))
+        well_formed = [is_well_formed_boxes(extract_answer(text).answer) for _, text in items]
+        metrics["well_formed_rate"] = float(np.mean(well_formed))
         for (prompt, text), p, gt in zip(items, parsed, truth, strict=True):
             rows.append(_row(prompt, text, p, {"gt": gt[0].tolist(), "gt_labels": gt[1]}))
         return metrics, rows

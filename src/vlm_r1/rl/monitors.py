@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vlm_r1.models.boxes import BoxSpace
-from vlm_r1.parsing import extract_answer, parse_boxes
+from vlm_r1.parsing import extract_answer, is_well_formed_boxes, parse_boxes
 from vlm_r1.rewards.box_math import iou_matrix
 from vlm_r1.rewards.common import gt_boxes
 from vlm_r1.rewards.format import is_strict_format
@@ -111,8 +111,7 @@ def completion_monitors(
             continue
         if task == "ovd":
             n_detection += 1
-            strict = parse_boxes(parsed.answer, strict=True)
-            n_well_formed += strict.status in ("ok", "none")
+            n_well_formed += is_well_formed_boxes(parsed.answer)
         n_box_samples += 1
         boxes = parse_boxes(parsed.answer)
         pred = np.array([b.box for b in boxes.boxes], dtype=float).reshape(-1, 4)

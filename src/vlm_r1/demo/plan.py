@@ -54,7 +54,8 @@ class DemoPlan:
     # 100 eval rows: mAP 0.12 at step 700 of a 1,400-step schedule, 0.16 at 1,050, 0.18 at the
     # end (300 steps of detection and REC, the earlier recipe: 0.02).
     ovd_pretrain_steps: int = 1000
-    # 48 GRPO steps a run (4-7 s each): room for the box count to drift under plain AP.
+    # 48 GRPO steps a run (under 3.7 s each idle, 4-7 s busy): room for the box count to drift
+    # under plain AP.
     ovd_prompts: int = 192
     # A detection answer lists up to 6 labelled boxes, ~25 tokens each: 96 tokens cut off 29% of
     # the training answers before </answer> (the longest are ~220 tokens).

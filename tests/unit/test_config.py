@@ -69,6 +69,10 @@ def test_missing_file_and_missing_data(tmp_path):
         (["rewards=[{name: iou_reward}]"], r"rewards\[0\]: unknown reward 'iou_reward'"),
         (["rewards=[{name: rec_iuo}]"], r"did you mean 'rec_iou'\?"),
         (["rewards=[{name: rec_acc, params: {thresh: 1}}]"], r"no parameter 'thresh'"),
+        (
+            ['rewards=[{name: format}, {name: ap, params: {strict: "false"}}]'],
+            r"rewards\[1\]: reward 'ap' parameter 'strict' must be bool, not str",
+        ),
         (["rewards=[{name: accuracy, params: {method: rec_iuo}}]"], r"rewards\[0\]: .*'rec_iuo'"),
     ],
 )

@@ -24,6 +24,8 @@ import importlib.util
 import inspect
 import logging
 import math
+import types
+import typing
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -240,9 +242,56 @@ def resolve_reward(name: str, **params: Any) -> RewardSpec:
         raise RewardConfigError(
             f"reward {name!r} has no parameter {unknown[0]!r}; its parameters: {', '.join(allowed) or 'none'}"
         )
+    if spec.builtin:
+        _check_parameter_types(spec, params)
     return RewardSpec(
         spec.name, functools.partial(spec.fn, **params), spec.low, spec.high, spec.builtin
     )
+
+
+def _check_parameter_types(spec: RewardSpec, params: dict[str, Any]) -> None:
+    """A built-in reward's parameters must have their annotated types, checked when the config
+    is resolved: YAML's ``strict: "false"`` is a non-empty string, which would read as True."""
+    hints = typing.get_type_hints(spec.fn)
+    for key, value in params.items():
+        expected = _expected_type(value, hints.get(key, Any))
+        if expected is not None:
+            raise RewardConfigError(
+                f"reward {spec.name!r} parameter {key!r} must be {expected}, not "
+                f"{type(value).__name__} ({value!r})"
+            )
+
+
+def _expected_type(value: Any, hint: Any) -> str | None:
+    """``None`` when ``value`` fits ``hint``, else the type it should have, in words. Knows the
+    hints built-in rewards use (bool, int, float, str, None, unions, collections of str); any
+    other hint accepts everything. An int is a float (YAML writes ``1``), a bool is neither."""
+    if hint is Any:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = typing.get_args(hint)
+        if all(_expected_type(value, m) is not None for m in members):
+            return " | ".join(_type_name(m) for m in members)
+        return None
+    if typing.get_origin(hint) in (Collection, Sequence, list, tuple):
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        fits = isinstance(value, (list, tuple)) and all(
+            _expected_type(v, item) is None for v in value
+        )
+        return None if fits else f"a list of {_type_name(item)}"
+    checks = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        type(None): lambda v: v is None,
+    }
+    check = checks.get(hint)
+    return None if check is None or check(value) else _type_name(hint)
+
+
+def _type_name(hint: Any) -> str:
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 #: Per reward name: how many None / non-finite / non-numeric scores it has returned so far.

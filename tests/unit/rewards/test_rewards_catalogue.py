@@ -138,6 +138,34 @@ def test_unknown_reward_and_parameter_fail_clearly():
         resolve_reward("rec_acc", thresh=0.5)
 
 
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        # A quoted YAML boolean is a non-empty string, so it would read as True.
+        ("ap", {"strict": "false"}, r"'ap' parameter 'strict' must be bool, not str \('false'\)"),
+        ("od_length", {"strict": 0}, r"'od_length' parameter 'strict' must be bool, not int"),
+        ("rec_acc", {"threshold": "0.5"}, r"'threshold' must be float, not str"),
+        ("rec_acc", {"threshold": True}, r"'threshold' must be float, not bool"),
+        ("repetition", {"ngram_size": 2.5}, r"'ngram_size' must be int, not float"),
+        ("llm_judge", {"fallback": None}, r"'fallback' must be str \| float, not NoneType"),
+        ("accuracy", {"allowed_methods": "rec_acc"}, r"'allowed_methods' must be a list of str"),
+        ("accuracy", {"allowed_methods": ["rec_acc", 3]}, r"'allowed_methods' must be a list"),
+    ],
+)
+def test_builtin_reward_parameter_of_the_wrong_type_fails_at_resolve(name, params, message):
+    with pytest.raises(RewardConfigError, match=message):
+        resolve_reward(name, **params)
+
+
+def test_builtin_reward_parameters_of_the_right_type_resolve():
+    resolve_reward("ap", strict=False)
+    resolve_reward("rec_acc", threshold=1)  # an int is a fine float (YAML writes 1, not 1.0)
+    resolve_reward("repetition", ngram_size=2)
+    resolve_reward("llm_judge", base_url=None, fallback=0.0)
+    resolve_reward("llm_judge", fallback="exact")
+    resolve_reward("accuracy", allowed_methods=("rec_acc", "ap"))
+
+
 def test_custom_reward_by_module_and_file(tmp_path, monkeypatch):
     (tmp_path / "my_rewards.py").write_text(
         textwrap.dedent("""

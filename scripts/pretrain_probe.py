@@ -3,6 +3,8 @@
     .venv/bin/python scripts/pretrain_probe.py OUT --stages locate+named:400,rec_mix+named+locate:800
     .venv/bin/python scripts/pretrain_probe.py OUT --stages ... --freeze-vision
     .venv/bin/python scripts/pretrain_probe.py OUT --stages rec_mix+named+locate:600 --start CKPT
+    .venv/bin/python scripts/pretrain_probe.py OUT --stages ... --model layers=8
+    .venv/bin/python scripts/pretrain_probe.py OUT --stages ... --question-first
 
 Each stage is ``task+task:steps``: SFT on those tasks' training rows (mixed by row count), 16
 samples a step, cosine schedule within the stage, from the previous stage's checkpoint (the
@@ -12,6 +14,12 @@ the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates 
 
 - ``ident``: the ``locate`` task's single objects asked "What colour and shape is the object?"
   ("purple diamond"). A caption-like signal for what an object is, with nothing to ground.
+
+``--model field=value,...`` starts from a fresh demo-size model with those ``TinyRecipe`` sizes
+changed (``layers=8``; ``vision_hidden=256,vision_depth=6,vision_intermediate=768``), built into
+OUT/start. ``--question-first`` puts the question before the image in every prompt, training
+and scoring alike (the adapter's user turn is replaced in this process only): the image tokens
+can then attend to the words.
 
 The final checkpoint is scored on 100 eval_in rows of ``rec_mix`` (Acc@0.5 per expression kind
 and where the boxes land), of ``named``, and of ``ident`` (the share of answers with the right
@@ -23,6 +31,7 @@ the scores as JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -30,7 +39,9 @@ from pathlib import Path
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.demo.stages import evaluate, grounding
-from vlm_r1.models.tiny import tiny_checkpoint
+from vlm_r1.models.adapter import VLMAdapter
+from vlm_r1.models.tiny import build_tiny, tiny_checkpoint
+from vlm_r1.models.tiny.recipes import TINY_SIZES, TinyRecipe
 from vlm_r1.parsing import extract_answer
 from vlm_r1.sft import SFTConfig, run_sft
 
@@ -80,6 +91,33 @@ def parse_stages(spec: str) -> list[tuple[list[str], int]]:
             )
         stages.append((names, int(steps)))
     return stages
+
+
+def parse_model(spec: str) -> TinyRecipe:
+    """``"layers=8,hidden=384"`` -> the demo recipe with those sizes, checked before any work."""
+    demo = TINY_SIZES["demo"]
+    changes = {}
+    for part in spec.split(","):
+        field, _, value = part.partition("=")
+        if field not in TinyRecipe.__dataclass_fields__ or not value.isdigit() or int(value) < 1:
+            raise ValueError(
+                f"--model: {part!r} must be field=N with N >= 1 and field one of "
+                f"{', '.join(TinyRecipe.__dataclass_fields__)}"
+            )
+        changes[field] = int(value)
+    return dataclasses.replace(demo, **changes)
+
+
+def question_first(messages):
+    """``messages`` (an adapter's user turn builder) with the text moved before the images."""
+
+    def reordered(self, num_images: int, text: str, system: str = "") -> list[dict]:
+        turns = messages(self, num_images, text, system)
+        user = turns[-1]["content"]
+        user.insert(0, user.pop())  # the text is the turn's last item
+        return turns
+
+    return reordered
 
 
 def train_stage(model: str, files: list[Path], out: Path, steps: int, args) -> str:
@@ -136,14 +174,24 @@ def main() -> None:
     parser.add_argument("--freeze-vision", action="store_true")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=None, help="demo recipe changes: field=N,...")
+    parser.add_argument("--question-first", action="store_true")
     args = parser.parse_args()
     try:
         stages = parse_stages(args.stages)
+        recipe = parse_model(args.model) if args.model else None
     except ValueError as error:
         parser.error(str(error))
+    if recipe and args.start:
+        parser.error("--model builds a fresh model; it does not combine with --start")
+    if args.question_first:
+        VLMAdapter.messages = question_first(VLMAdapter.messages)
     data = args.data or args.out / "data"
     write_data(data)
-    model = args.start or str(tiny_checkpoint("qwen3_vl", "demo", args.seed))
+    if recipe:
+        model = str(build_tiny("qwen3_vl", args.out / "start", "demo", args.seed, recipe))
+    else:
+        model = args.start or str(tiny_checkpoint("qwen3_vl", "demo", args.seed))
     started = time.perf_counter()
     for index, (tasks, steps) in enumerate(stages):
         files = [data / f"{task}_train.jsonl" for task in tasks]

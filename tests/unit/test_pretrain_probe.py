@@ -59,3 +59,29 @@ def test_stages_parse_and_bad_ones_are_refused_naming_the_part(probe):
     for bad in ("locate", "locate:0", "locate:x", "nope:10", ":10", "locate:10,rec:5"):
         with pytest.raises(ValueError, match="--stages"):
             probe.parse_stages(bad)
+
+
+def test_model_changes_parse_into_the_demo_recipe_and_bad_ones_are_refused(probe):
+    from vlm_r1.models.tiny.recipes import TINY_SIZES
+
+    recipe = probe.parse_model("layers=8,vision_hidden=256")
+    assert (recipe.layers, recipe.vision_hidden) == (8, 256)
+    assert recipe.hidden == TINY_SIZES["demo"].hidden
+    for bad in ("layers", "layers=0", "layers=x", "depth=8", "layers=8,", "=8"):
+        with pytest.raises(ValueError, match="--model"):
+            probe.parse_model(bad)
+
+
+def test_question_first_moves_the_text_before_the_images(probe):
+    from vlm_r1.models.registry import get_adapter
+
+    adapter = get_adapter("qwen3_vl")
+    reordered = probe.question_first(type(adapter).messages)
+    turns = reordered(adapter, 2, "Find the red circle.", system="Be brief.")
+    assert turns[0]["role"] == "system"
+    assert turns[-1]["content"] == [
+        {"type": "text", "text": "Find the red circle."},
+        {"type": "image"},
+        {"type": "image"},
+    ]
+    assert adapter.messages(2, "x")[-1]["content"][0] == {"type": "image"}  # not patched here

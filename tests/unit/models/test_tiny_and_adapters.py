@@ -66,6 +66,22 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path):
     assert _digest(a) != _digest(c)
 
 
+def test_a_recipe_replaces_the_sizes_and_is_recorded(tmp_path):
+    import dataclasses
+    import json
+
+    from transformers import AutoConfig
+
+    from vlm_r1.models.tiny.recipes import TINY_SIZES
+
+    recipe = dataclasses.replace(TINY_SIZES["test"], layers=3, vision_depth=1)
+    out = build_tiny("qwen2_5_vl", tmp_path / "m", "test", seed=0, recipe=recipe)
+    config = AutoConfig.from_pretrained(out)
+    assert config.text_config.num_hidden_layers == 3 and config.vision_config.depth == 1
+    manifest = json.loads((out / "vlm_r1_tiny.json").read_text())
+    assert manifest["size"] == "test" and manifest["recipe"]["layers"] == 3
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenizer_keeps_digits_punctuation_and_tags_atomic(family, tiny_path):
     from transformers import AutoTokenizer

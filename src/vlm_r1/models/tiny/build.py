@@ -30,15 +30,24 @@ from vlm_r1.models.tiny.tokenizer import train_tokenizer
 TINY_FORMAT_VERSION = 2  # 2: Qwen3-VL sin-cos vision position embeddings
 
 
-def build_tiny(family: str, out: str | os.PathLike, size: str = "test", seed: int = 0) -> Path:
-    """Build a tiny checkpoint of ``family`` into ``out`` (model, tokenizer, processor)."""
+def build_tiny(
+    family: str,
+    out: str | os.PathLike,
+    size: str = "test",
+    seed: int = 0,
+    recipe: TinyRecipe | None = None,
+) -> Path:
+    """Build a tiny checkpoint of ``family`` into ``out`` (model, tokenizer, processor).
+
+    ``recipe`` replaces the sizes of ``size`` (a probe of another model shape: the manifest
+    still names ``size``, with the recipe written beside it)."""
     if size not in TINY_SIZES:
         raise ModelLoadError(f"unknown tiny size {size!r}; choose one of {sorted(TINY_SIZES)}")
     from transformers import AutoModelForImageTextToText
 
     adapter = get_adapter(family)
     builder = get_builder(family)
-    recipe: TinyRecipe = TINY_SIZES[size]
+    recipe = recipe or TINY_SIZES[size]
     tokenizer = train_tokenizer(builder, adapter.eos_token, recipe.vocab_size, seed)
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in builder.special_tokens}
     recipe_for_model = TinyRecipe(**{**asdict(recipe), "vocab_size": len(tokenizer)})
@@ -61,6 +70,7 @@ def build_tiny(family: str, out: str | os.PathLike, size: str = "test", seed: in
                 "size": size,
                 "seed": seed,
                 "version": TINY_FORMAT_VERSION,
+                "recipe": asdict(recipe),
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
             indent=2,

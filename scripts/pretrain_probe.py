@@ -15,6 +15,14 @@ the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates 
 
 - ``ident``: the ``locate`` task's single objects asked "What colour and shape is the object?"
   ("purple diamond"). A caption-like signal for what an object is, with nothing to ground.
+- ``match``: a ``named`` scene asked "Is there a red square in the image?", about its target
+  ("yes") or, every other row, about a pair no object has ("no"), chosen where the scene allows
+  so that each word fits some object (a red triangle beside a red square and a blue triangle):
+  the words must be matched to the objects together, as REC needs, with a one-word answer.
+- ``match1``: the same question about a ``locate`` scene's single object, asked of itself
+  ("yes") or of itself with the colour or the shape changed ("no").
+- ``echo``: a ``named`` row's expression to repeat ("Repeat the colour and the shape named in:
+  the red square." -> "red square"), text only.
 
 A ``tower:steps`` stage trains the vision tower and merger alone, the way a real VLM starts from
 a pretrained vision encoder: linear heads read each image token and are trained to say the
@@ -31,7 +39,8 @@ can then attend to the words.
 
 The final checkpoint is scored on 100 eval_in rows of ``rec_mix`` (Acc@0.5 per expression kind
 and where the boxes land), of ``named``, and of ``ident`` (the share of answers with the right
-colour word, and with the right shape word). Data is written once per ``--data`` folder (8,000
+colour word, and with the right shape word), of ``match1`` and ``match`` (the share of right
+yes/no answers; 0.5 is a coin). Data is written once per ``--data`` folder (8,000
 training rows a task, seed 0, 112 px, objects at scale 2: the demo's world). The last line is
 the scores as JSON.
 """
@@ -44,6 +53,7 @@ import json
 import random
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +73,8 @@ from vlm_r1.sft import SFTConfig, run_sft
 
 SHAPES_TASKS = ("locate", "rec_mix", "named", "count", "ovd")
 IDENT_QUESTION = "What colour and shape is the object?"
+ECHO_QUESTION = "Repeat the colour and the shape named in: "
+MATCH_QUESTION = "Is there a {colour} {shape} in the image? Answer yes or no."
 
 
 def rewrite(source: Path, target: Path, row_fn) -> None:
@@ -71,31 +83,95 @@ def rewrite(source: Path, target: Path, row_fn) -> None:
             out.write(json.dumps(row_fn(json.loads(line))) + "\n")
 
 
-def as_ident(row: dict) -> dict:
-    """A ``locate`` row (one object) asked for the object's colour and shape."""
-    shape, colour = row["objects"][0][0], row["objects"][0][1]
+def qa_row(row: dict, task: str, question: str, answer: str) -> dict:
+    """A question about ``row``'s image, as the ``task`` row derived from it."""
     return {
-        "id": row["id"].replace("locate", "ident"),
+        "id": row["id"].replace(row["id"].split("-", 1)[0], task, 1),
         "image": row["image"],
         "task": "qa",
         "conversations": [
-            {"from": "human", "value": "<image>" + IDENT_QUESTION},
-            {"from": "gpt", "value": f"{colour} {shape}"},
+            {"from": "human", "value": "<image>" + question},
+            {"from": "gpt", "value": answer},
         ],
     }
 
 
+def as_ident(row: dict) -> dict:
+    """A ``locate`` row (one object) asked for the object's colour and shape."""
+    shape, colour = row["objects"][0][:2]
+    return qa_row(row, "ident", IDENT_QUESTION, f"{colour} {shape}")
+
+
+def match_foil(objects: list, rng: random.Random) -> tuple[str, str]:
+    """A colour and shape that no object in the scene has together, chosen so that both words
+    fit some object where the scene allows it (a red triangle beside a red square and a blue
+    triangle), else one word, else neither: only the pair, not one word, tells it apart."""
+    present = {(colour, shape) for shape, colour, *_ in objects}
+    colours = {colour for colour, _ in present}
+    shapes = {shape for _, shape in present}
+    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
+    for fits in (
+        lambda c, s: c in colours and s in shapes,
+        lambda c, s: c in colours or s in shapes,
+    ):
+        near = [pair for pair in absent if fits(*pair)]
+        if near:
+            return rng.choice(near)
+    return rng.choice(absent)
+
+
+def as_match(row: dict) -> dict:
+    """A ``named`` row asked whether its target is there ("yes") or, for every other row, a
+    foil (``match_foil``) is ("no")."""
+    rng = random.Random(zlib.crc32(row["id"].encode()))
+    number = int(row["id"].rsplit("-", 1)[1])
+    if number % 2 == 0:
+        shape, colour = row["objects"][row["target"]][:2]
+        answer = "yes"
+    else:
+        colour, shape = match_foil(row["objects"], rng)
+        answer = "no"
+    return qa_row(row, "match", MATCH_QUESTION.format(colour=colour, shape=shape), answer)
+
+
+def as_match1(row: dict) -> dict:
+    """A ``locate`` row (one object) asked whether it is itself ("yes") or, for every other row,
+    the same object with one word changed, the colour or the shape by turns ("no")."""
+    rng = random.Random(zlib.crc32(row["id"].encode()))
+    number = int(row["id"].rsplit("-", 1)[1])
+    shape, colour = row["objects"][0][:2]
+    answer = "yes" if number % 2 == 0 else "no"
+    if number % 4 == 1:
+        colour = rng.choice([c for c in COLOURS if c != colour])
+    elif number % 4 == 3:
+        shape = rng.choice([s for s in SHAPES if s != shape])
+    return qa_row(row, "match1", MATCH_QUESTION.format(colour=colour, shape=shape), answer)
+
+
+def as_echo(row: dict) -> dict:
+    """A ``named`` row's expression to repeat, colour and shape ("red square"): text only, the
+    image plays no part. It gives a head that carries the named words to the answer a direct
+    signal, which matching the words to the image tokens has only once that head exists."""
+    shape, colour = row["objects"][row["target"]][:2]
+    question = ECHO_QUESTION + row["expression"]["text"] + "."
+    return qa_row(row, "echo", question, f"{colour} {shape}")
+
+
 def write_data(folder: Path) -> None:
-    if (folder / "ident_eval_ood.jsonl").is_file():
-        return
-    write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
-    for split in ("train", "eval_in", "eval_ood"):
-        rewrite(folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident)
+    if not (folder / "ident_eval_ood.jsonl").is_file():
+        write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
+        for split in ("train", "eval_in", "eval_ood"):
+            rewrite(folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident)
+    if not (folder / "match_eval_ood.jsonl").is_file():
+        for split in ("train", "eval_in", "eval_ood"):
+            rewrite(folder / f"named_{split}.jsonl", folder / f"match_{split}.jsonl", as_match)
+            rewrite(folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1)
+            rewrite(folder / f"named_{split}.jsonl", folder / f"echo_{split}.jsonl", as_echo)
 
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:
     """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
-    known = (*SHAPES_TASKS, "ident", "tower")
+    known = (*SHAPES_TASKS, "ident", "match", "match1", "echo", "tower")
     stages = []
     for part in spec.split(","):
         tasks, _, steps = part.partition(":")
@@ -277,6 +353,11 @@ def naming_hits(completion: str, truth: str) -> tuple[bool, bool]:
     return colour in words, shape in words
 
 
+def answers_match(completion: str, truth: str) -> bool:
+    """Whether a ``match`` answer is the right yes or no."""
+    return (extract_answer(completion).answer or "").strip().lower().rstrip(".") == truth
+
+
 def score(model: Path, data: Path, out: Path) -> dict:
     scores = {}
     evaluate(model, data / "ident_eval_in.jsonl", out / "eval_ident", 100)
@@ -286,6 +367,11 @@ def score(model: Path, data: Path, out: Path) -> dict:
         "colour": round(sum(c for c, _ in hits) / len(hits), 2),
         "shape": round(sum(s for _, s in hits) / len(hits), 2),
     }
+    for task in ("match1", "match"):
+        evaluate(model, data / f"{task}_eval_in.jsonl", out / f"eval_{task}", 100)
+        with open(out / f"eval_{task}" / "predictions.jsonl", encoding="utf-8") as handle:
+            said = [answers_match(p["completion"], p["gt"]) for p in map(json.loads, handle)]
+        scores[task] = round(sum(said) / len(said), 2)
     for task in ("rec_mix", "named"):
         found = grounding(model, data / f"{task}_eval_in.jsonl", out / f"eval_{task}", 100)
         scores[task] = {kind: round(v["acc@0.5"], 2) for kind, v in found["by_kind"].items()}

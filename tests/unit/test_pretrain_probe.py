@@ -4,6 +4,7 @@ score reads the answer block, and bad stages are refused."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
@@ -35,6 +36,57 @@ def test_ident_rows_ask_for_the_single_objects_colour_and_shape(probe, tmp_path)
         assert sample.question == probe.IDENT_QUESTION
         assert sample.solution == f"{colour} {shape}"
         assert row["expression"]["text"] == f"the {colour} {shape}"
+
+
+def test_match_rows_ask_about_the_target_or_a_foil_no_object_is(probe, tmp_path):
+    named, samples = derived(probe, tmp_path, "named", probe.as_match)
+    assert [s.solution for s in samples] == ["yes", "no"] * 3
+    for row, sample in zip(named, samples, strict=True):
+        words = sample.question.split()
+        colour, shape = words[3], words[4]
+        assert sample.question == probe.MATCH_QUESTION.format(colour=colour, shape=shape)
+        present = [tuple(o[:2]) for o in row["objects"]]
+        assert ((shape, colour) in present) == (sample.solution == "yes")
+        if sample.solution == "yes":
+            assert (shape, colour) == tuple(row["objects"][row["target"]][:2])
+
+
+def test_match_foils_share_both_words_with_the_scene_when_it_allows(probe):
+    rng = random.Random(0)
+    crossed = [
+        ["square", "red", "small", [0, 0, 9, 9]],
+        ["triangle", "blue", "large", [20, 20, 60, 60]],
+    ]
+    for _ in range(20):  # only a red triangle or a blue square fits both words
+        assert probe.match_foil(crossed, rng) in {("red", "triangle"), ("blue", "square")}
+    alone = [["star", "green", "small", [0, 0, 9, 9]]]  # no pair fits both: one word must
+    for _ in range(20):
+        colour, shape = probe.match_foil(alone, rng)
+        assert (colour == "green") != (shape == "star")
+
+
+def test_single_object_match_rows_change_one_word_for_no(probe, tmp_path):
+    located, samples = derived(probe, tmp_path, "locate", probe.as_match1)
+    assert [s.solution for s in samples] == ["yes", "no"] * 3
+    for number, (row, sample) in enumerate(zip(located, samples, strict=True)):
+        colour, shape = sample.question.split()[3:5]
+        same = (colour == row["objects"][0][1], shape == row["objects"][0][0])
+        assert same == [(True, True), (False, True), (True, True), (True, False)][number % 4]
+
+
+def test_echo_rows_repeat_the_named_words(probe, tmp_path):
+    named, samples = derived(probe, tmp_path, "named", probe.as_echo)
+    for row, sample in zip(named, samples, strict=True):
+        shape, colour = row["objects"][row["target"]][:2]
+        assert sample.question == f"{probe.ECHO_QUESTION}the {colour} {shape}."
+        assert sample.solution == f"{colour} {shape}"
+
+
+def test_answers_match_read_the_answer_block(probe):
+    assert probe.answers_match("<answer>yes</answer>", "yes")
+    assert probe.answers_match("<answer> No. </answer>", "no")
+    assert not probe.answers_match("<answer>no</answer>", "yes")
+    assert not probe.answers_match("yes", "yes")  # no answer block
 
 
 def test_naming_hits_read_the_answer_block_word_by_word(probe):

@@ -86,7 +86,7 @@ def rewrite(source: Path, target: Path, row_fn) -> None:
 def qa_row(row: dict, task: str, question: str, answer: str) -> dict:
     """A question about ``row``'s image, as the ``task`` row derived from it."""
     return {
-        "id": row["id"].replace(row["id"].split("-", 1)[0], task, 1),
+        "id": task + "-" + row["id"].split("-", 1)[1],
         "image": row["image"],
         "task": "qa",
         "conversations": [
@@ -150,8 +150,8 @@ def as_match1(row: dict) -> dict:
 
 def as_echo(row: dict) -> dict:
     """A ``named`` row's expression to repeat, colour and shape ("red square"): text only, the
-    image plays no part. It gives a head that carries the named words to the answer a direct
-    signal, which matching the words to the image tokens has only once that head exists."""
+    image plays no part. Meant to train, on its own signal, a head that carries the named words
+    to the answer: matching them to the image tokens pays only once such a head exists."""
     shape, colour = row["objects"][row["target"]][:2]
     question = ECHO_QUESTION + row["expression"]["text"] + "."
     return qa_row(row, "echo", question, f"{colour} {shape}")
@@ -162,7 +162,7 @@ def write_data(folder: Path) -> None:
         write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
         for split in ("train", "eval_in", "eval_ood"):
             rewrite(folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident)
-    if not (folder / "match_eval_ood.jsonl").is_file():
+    if not (folder / "echo_eval_ood.jsonl").is_file():  # the last one written
         for split in ("train", "eval_in", "eval_ood"):
             rewrite(folder / f"named_{split}.jsonl", folder / f"match_{split}.jsonl", as_match)
             rewrite(folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1)

@@ -82,13 +82,6 @@ def test_echo_rows_repeat_the_named_words(probe, tmp_path):
         assert sample.solution == f"{colour} {shape}"
 
 
-def test_answers_match_read_the_answer_block(probe):
-    assert probe.answers_match("<answer>yes</answer>", "yes")
-    assert probe.answers_match("<answer> No. </answer>", "no")
-    assert not probe.answers_match("<answer>no</answer>", "yes")
-    assert not probe.answers_match("yes", "yes")  # no answer block
-
-
 def test_naming_hits_read_the_answer_block_word_by_word(probe):
     think = "<think>a purple diamond?</think>"
     assert probe.naming_hits(think + "<answer>purple diamond</answer>", "purple diamond") == (

@@ -24,12 +24,9 @@ the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates 
 - ``echo``: a ``named`` row's expression to repeat ("Repeat the colour and the shape named in:
   the red square." -> "red square"), text only.
 
-A ``tower:steps`` stage trains the vision tower and merger alone, the way a real VLM starts from
-a pretrained vision encoder: linear heads read each image token and are trained to say the
-colour and the shape of the object that covers it ("background" where none does), with
-``--tower-boxes`` also the object's box (smooth L1 on box corners in 0..1). Scenes: the
-``named``, ``locate`` and ``rec_mix`` training rows, 32 a step, AdamW at 1e-3 with a cosine
-schedule; the heads are dropped after. Qwen families only (tokens in the merge grid's order).
+A ``tower:steps`` stage trains the vision tower and merger alone (``vlm_r1.demo.tower``, the
+demo base's first stage): per-token colour and shape heads, with ``--tower-boxes`` also the
+object's box; the heads are dropped after.
 
 ``--model field=value,...`` starts from a fresh demo-size model with those ``TinyRecipe`` sizes
 changed (``layers=8``; ``vision_hidden=256,vision_depth=6,vision_intermediate=768``), built into
@@ -51,20 +48,15 @@ import argparse
 import dataclasses
 import json
 import random
-import shutil
 import time
 import zlib
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
 
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.data.shapes.world import COLOURS, SHAPES
 from vlm_r1.demo.stages import evaluate, grounding
-from vlm_r1.models import load_model
+from vlm_r1.demo.tower import train_tower
 from vlm_r1.models.adapter import VLMAdapter
 from vlm_r1.models.tiny import build_tiny, tiny_checkpoint
 from vlm_r1.models.tiny.recipes import TINY_SIZES, TinyRecipe
@@ -236,116 +228,6 @@ def train_stage(model: str, files: list[Path], out: Path, steps: int, args) -> s
     return str(out / "final")
 
 
-TOWER_SCENES = ("named", "locate", "rec_mix")
-#: Class 0 of each head is "no object here".
-COLOUR_IDS = {name: index + 1 for index, name in enumerate(COLOURS)}
-SHAPE_IDS = {name: index + 1 for index, name in enumerate(SHAPES)}
-IGNORE = -100
-
-
-def token_targets(objects: list, width: int, height: int, rows: int, cols: int) -> dict:
-    """What each image token of a ``rows`` x ``cols`` grid over the scene should say.
-
-    A token is labelled with the object that covers most of its cell when that object fills at
-    least a quarter of the cell, or when the cell is the one that holds most of the object (so
-    every object has a token, however small); a cell no object touches is background (class 0);
-    one only grazed is ignored. ``box`` is the labelled object's box as fractions of the image
-    (zeros elsewhere), ``has_box`` marks the tokens that have one."""
-    cell_w, cell_h = width / cols, height / rows
-    overlap = np.zeros((rows * cols, len(objects)))
-    for index in range(rows * cols):
-        x0, y0 = (index % cols) * cell_w, (index // cols) * cell_h
-        for k, (*_, (x1, y1, x2, y2)) in enumerate(objects):
-            dx = min(x2, x0 + cell_w) - max(x1, x0)
-            dy = min(y2, y0 + cell_h) - max(y1, y0)
-            overlap[index, k] = max(dx, 0) * max(dy, 0)
-    colour = np.zeros(rows * cols, dtype=np.int64)
-    shape = np.zeros(rows * cols, dtype=np.int64)
-    box = np.zeros((rows * cols, 4), dtype=np.float32)
-    has_box = np.zeros(rows * cols, dtype=bool)
-    best_cell = overlap.argmax(0) if objects else []
-    for index in range(rows * cols):
-        if not overlap[index].any():
-            continue
-        k = int(overlap[index].argmax())
-        if overlap[index, k] >= 0.25 * cell_w * cell_h or best_cell[k] == index:
-            shape_name, colour_name, _size, (x1, y1, x2, y2) = objects[k]
-            colour[index], shape[index] = COLOUR_IDS[colour_name], SHAPE_IDS[shape_name]
-            box[index] = (x1 / width, y1 / height, x2 / width, y2 / height)
-            has_box[index] = True
-        else:
-            colour[index] = shape[index] = IGNORE
-    return {"colour": colour, "shape": shape, "box": box, "has_box": has_box}
-
-
-def tower_batch(processor, rows: list[dict], folder: Path) -> dict[str, torch.Tensor]:
-    """Pixels and per-token targets for shapes ``rows`` (images relative to ``folder``)."""
-    images = [Image.open(folder / row["image"]).convert("RGB") for row in rows]
-    encoded = processor.image_processor(images=images, return_tensors="pt")
-    merge = processor.image_processor.merge_size
-    targets = [
-        token_targets(row["objects"], row["width"], row["height"], h // merge, w // merge)
-        for row, (_, h, w) in zip(rows, encoded["image_grid_thw"].tolist(), strict=True)
-    ]
-    batch = {key: torch.from_numpy(np.concatenate([t[key] for t in targets])) for key in targets[0]}
-    return {**batch, "pixel_values": encoded["pixel_values"], "grid": encoded["image_grid_thw"]}
-
-
-def train_tower(model_path: str, data: Path, out: Path, steps: int, args) -> str:
-    """The ``tower`` stage (module docstring); returns the checkpoint with the trained tower."""
-    torch.manual_seed(args.seed)
-    _adapter, model, processor = load_model(model_path)
-    rows = []
-    for task in TOWER_SCENES:
-        with open(data / f"{task}_train.jsonl", encoding="utf-8") as handle:
-            rows += [json.loads(line) for line in handle]
-    random.Random(args.seed).shuffle(rows)
-    width = model.config.text_config.hidden_size
-    heads = torch.nn.ModuleDict(
-        {
-            "colour": torch.nn.Linear(width, len(COLOURS) + 1),
-            "shape": torch.nn.Linear(width, len(SHAPES) + 1),
-            "box": torch.nn.Linear(width, 4),
-        }
-    )
-    tower = model.model.visual
-    optimizer = torch.optim.AdamW(
-        [*tower.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0
-    )
-    warmup = max(1, min(20, steps // 5))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * s / steps))
-    )
-    classes = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    tower.train()
-    batch_size = 32
-    for step in range(steps):
-        start = step * batch_size % (len(rows) - batch_size + 1)
-        batch = tower_batch(processor, rows[start : start + batch_size], data)
-        output = model.get_image_features(
-            pixel_values=batch["pixel_values"], image_grid_thw=batch["grid"], return_dict=True
-        )
-        tokens = torch.cat(list(output.pooler_output))
-        loss = classes(heads["colour"](tokens), batch["colour"])
-        loss = loss + classes(heads["shape"](tokens), batch["shape"])
-        if args.tower_boxes and batch["has_box"].any():
-            boxes = heads["box"](tokens[batch["has_box"]]).sigmoid()
-            loss = loss + 10 * torch.nn.functional.smooth_l1_loss(
-                boxes, batch["box"][batch["has_box"]], beta=0.05
-            )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 200 == 0 or step == steps - 1:
-            print(f"tower step {step}: loss {loss.item():.3f}", flush=True)
-    final = out / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(model_path, final)
-    model.save_pretrained(final)
-    return str(final)
-
-
 def naming_hits(completion: str, truth: str) -> tuple[bool, bool]:
     """Whether an ``ident`` answer names the object's colour, and its shape ("purple diamond")."""
     words = (extract_answer(completion).answer or "").lower().split()
@@ -405,7 +287,8 @@ def main() -> None:
     started = time.perf_counter()
     for index, (tasks, steps) in enumerate(stages):
         if tasks == ["tower"]:
-            model = train_tower(model, data, args.out / f"stage{index}", steps, args)
+            out = args.out / f"stage{index}"
+            model = str(train_tower(model, data, out, steps, args.seed, args.tower_boxes))
         else:
             files = [data / f"{task}_train.jsonl" for task in tasks]
             model = train_stage(model, files, args.out / f"stage{index}", steps, args)

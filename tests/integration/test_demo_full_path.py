@@ -15,7 +15,8 @@ def test_full_mode_pools_seeds_and_runs_the_ovd_ablation(tmp_path, monkeypatch):
     tiny = demo.DemoPlan(
         model_size="test",
         n_pretrain=24,
-        pretrain_stages=(("locate+named", 3), ("rec_mix+named", 2)),
+        pretrain_tower_steps=2,
+        pretrain_stages=(("locate+named", 3, 5e-4), ("rec_mix+named+negation", 2, 1e-3)),
         ovd_pretrain_steps=2,
         pretrain_batch=4,
         n_train=24,

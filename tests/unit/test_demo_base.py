@@ -18,18 +18,21 @@ from vlm_r1.demo.base import (
     sha256,
     ship,
     shipped_base,
+    write_pretraining_data,
 )
 from vlm_r1.demo.plan import FAMILY
+from vlm_r1.demo.tower import TOWER_SCENES
 from vlm_r1.models.tiny import tiny_checkpoint
+from vlm_r1.tracking import read_jsonl
 
 PRETRAINING_FIELDS = {
     "model_size": "test",
     "image_size": "224",
     "object_scale": 1.0,
     "n_pretrain": 7,
-    "pretrain_stages": (("locate", 5),),
+    "pretrain_tower_steps": 3,
+    "pretrain_stages": (("locate", 5, 5e-4),),
     "pretrain_batch": 2,
-    "pretrain_lr": 1e-3,
     "base_seed": 9,
 }
 
@@ -43,9 +46,29 @@ def test_the_recipe_is_json_and_changes_with_every_pretraining_field():
     assert recipe(replace(plan, n_train=5, grpo_lr=1.0, seeds=3)) == recipe(plan)
 
 
+def test_the_recipe_changes_with_a_stage_learning_rate():
+    plan = replace(PLANS["default"], pretrain_stages=(("locate", 5, 5e-4), ("named", 5, 1e-3)))
+    faster = replace(plan, pretrain_stages=(("locate", 5, 5e-4), ("named", 5, 2e-3)))
+    assert recipe(faster) != recipe(plan)
+
+
 def test_pretrain_tasks_are_the_stages_tasks_in_order_of_first_use():
-    plan = replace(PLANS["default"], pretrain_stages=(("locate+named", 1), ("rec_mix+locate", 1)))
+    stages = (("locate+named", 1, 1e-3), ("rec_mix+locate", 1, 1e-3))
+    plan = replace(PLANS["default"], pretrain_tower_steps=0, pretrain_stages=stages)
     assert pretrain_tasks(plan) == ("locate", "named", "rec_mix")
+    # a derived task needs its source; a tower stage needs its scenes, first
+    derived = replace(plan, pretrain_stages=(("negation+locate", 1, 1e-3),))
+    assert pretrain_tasks(derived) == ("rec_mix", "locate")
+    assert pretrain_tasks(replace(derived, pretrain_tower_steps=2)) == TOWER_SCENES
+
+
+def test_a_derived_task_is_its_sources_rows_of_one_kind(tmp_path):
+    plan = replace(PLANS["quick"], n_pretrain=60, n_eval=0)
+    write_pretraining_data(plan, tmp_path, ("rec_mix",))
+    rows = read_jsonl(tmp_path / "rec_mix_train.jsonl")
+    derived = read_jsonl(tmp_path / "negation_train.jsonl")
+    assert derived == [row for row in rows if row["kind"] == "negation"]
+    assert 0 < len(derived) < len(rows)
 
 
 @pytest.fixture
@@ -74,7 +97,7 @@ def test_ship_stores_bfloat16_weights_and_a_manifest_the_plan_finds(shipped):
 
 def test_another_recipe_does_not_take_the_shipped_base(shipped):
     plan, _, folder = shipped
-    assert shipped_base(replace(plan, pretrain_lr=0.123), folder) is None
+    assert shipped_base(replace(plan, pretrain_tower_steps=123), folder) is None
     assert shipped_base(plan, folder / "missing") is None
 
 

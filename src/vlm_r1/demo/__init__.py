@@ -109,12 +109,13 @@ def _pretrain(
             staging / "ovd",
             plan.ovd_pretrain_steps,
             plan.pretrain_batch,
-            plan.pretrain_lr,
+            plan.ovd_pretrain_lr,
             plan.base_seed,
             schedule="cosine",
+            freeze_vision=plan.pretrain_tower_steps > 0,
         )
 
-    key = [recipe(plan), plan.ovd_pretrain_steps, sha256(base / WEIGHTS)]
+    key = [recipe(plan), plan.ovd_pretrain_steps, plan.ovd_pretrain_lr, sha256(base / WEIGHTS)]
     return base, cached_run("detector", key, build_detector)
 
 

@@ -13,19 +13,23 @@ class DemoPlan:
     # image tokens.
     image_size: str = "112"
     object_scale: float = 2.0
-    # Pretraining (``base.py``): stages of SFT, each ``task+task`` (training rows mixed by row
-    # count) for a number of steps with its own cosine schedule. Single objects and targets
-    # named by colour and shape first (the answer format, where things are, what they are), then
-    # the broad mix: REC with every expression kind in both image styles (``rec_mix``). The
+    # Pretraining (``base.py``). First the vision tower alone (``tower.py``, that many steps; 0:
+    # none), frozen in every stage after it. Then stages of SFT, each ``task+task`` (training
+    # rows mixed by row count) for a number of steps at a learning rate, with its own cosine
+    # schedule: single objects and targets named by colour and shape (the answer format, where
+    # things are, what they are), the named targets for long enough that the words bind to what
+    # the tower sees, then the broad mix: REC with every expression kind in both image styles
+    # (``rec_mix``, its negation rows twice). Probes found a few hundred steps at 5e-4 left the
+    # colour and shape words unbound (named targets 0.3) and thousands at 1e-3 bound them. The
     # default plan's base is shipped with the package; another recipe is built here (cached).
     n_pretrain: int = 8000
-    pretrain_stages: tuple[tuple[str, int], ...] = (
-        ("locate+named", 400),
-        ("rec_mix+named", 200),
-        ("rec_mix+named+locate", 5400),
+    pretrain_tower_steps: int = 6000
+    pretrain_stages: tuple[tuple[str, int, float], ...] = (
+        ("locate+named", 400, 5e-4),
+        ("named", 3000, 1e-3),
+        ("rec_mix+named+negation", 8000, 1e-3),
     )
     pretrain_batch: int = 16
-    pretrain_lr: float = 5e-4
     #: One base for every post-training seed, as in the paper (one pretrained checkpoint).
     base_seed: int = 0
     # Narrow post-training (``rec``: attribute and relation expressions, flat backgrounds) and
@@ -50,10 +54,11 @@ class DemoPlan:
     max_completion_length: int = 40
     # --full: the detection ablation (AP vs odLength) from a base also pretrained on detection.
     ovd_ablation: bool = False
-    # Detection SFT from the base (``ovd`` rows, cosine, 1.1-1.5 s a step). A probe scored on
-    # 100 eval rows: mAP 0.12 at step 700 of a 1,400-step schedule, 0.16 at 1,050, 0.18 at the
-    # end (300 steps of detection and REC, the earlier recipe: 0.02).
+    # Detection SFT from the base (``ovd`` rows, cosine, its tower frozen as in the base's
+    # stages). With the earlier, end-to-end base a probe scored on 100 eval rows: mAP 0.12 at
+    # step 700 of a 1,400-step schedule, 0.16 at 1,050, 0.18 at the end (1.1-1.5 s a step).
     ovd_pretrain_steps: int = 1000
+    ovd_pretrain_lr: float = 5e-4
     # 48 GRPO steps a run (under 3.7 s each idle, 4-7 s busy): room for the box count to drift
     # under plain AP.
     ovd_prompts: int = 192
@@ -65,7 +70,8 @@ class DemoPlan:
 PLANS = {
     "quick": DemoPlan(
         n_pretrain=400,
-        pretrain_stages=(("locate", 60), ("rec_mix+locate", 20)),
+        pretrain_tower_steps=30,
+        pretrain_stages=(("locate", 60, 5e-4), ("rec_mix+locate", 20, 5e-4)),
         n_train=400,
         n_eval=40,
         budget_prompts=96,

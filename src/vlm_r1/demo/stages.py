@@ -51,10 +51,11 @@ def sft(
     lr: float,
     seed: int,
     schedule: str = "constant",
+    freeze_vision: bool = False,
 ) -> Path:
     """SFT ``model`` on ``data`` (':'-joined files) for ``steps``; returns its ``final/``."""
     config = SFTConfig(
-        model=ModelConfig(path=model),
+        model=ModelConfig(path=model, freeze_vision=freeze_vision),
         data=DataConfig(train=data),
         optim=OptimConfig(
             prompts_per_step=batch,

@@ -40,3 +40,39 @@ def test_tower_stage_trains_the_tower_and_nothing_else(tiny_path, tmp_path):
     assert changed and all(".visual." in name for name in changed)
     assert any(".visual.merger." in name for name in changed)
     assert (tmp_path / "tower" / "final" / "tokenizer.json").is_file()
+
+
+def test_tower_loss_is_two_cross_entropies_plus_the_weighted_box_loss_by_hand():
+    torch.manual_seed(0)
+    heads = torch.nn.ModuleDict(
+        {
+            "colour": torch.nn.Linear(3, len(tower.COLOUR_IDS) + 1),
+            "shape": torch.nn.Linear(3, len(tower.SHAPE_IDS) + 1),
+            "box": torch.nn.Linear(3, 4),
+        }
+    )
+    tokens = torch.randn(3, 3)
+    batch = {  # token 0: an object; 1: background; 2: grazed (ignored)
+        "colour": torch.tensor([2, 0, tower.IGNORE]),
+        "shape": torch.tensor([1, 0, tower.IGNORE]),
+        "box": torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.0] * 4, [0.0] * 4]),
+        "has_box": torch.tensor([True, False, False]),
+    }
+
+    def nll(logits, target):  # -log softmax at the target
+        return -(logits[target] - logits.exp().sum().log())
+
+    with torch.no_grad():
+        colour, shape = heads["colour"](tokens[:2]), heads["shape"](tokens[:2])
+        classes = sum(
+            (nll(colour[i], batch["colour"][i]) + nll(shape[i], batch["shape"][i])) / 2
+            for i in range(2)
+        )
+        error = (heads["box"](tokens[:1]).sigmoid() - batch["box"][:1]).abs()
+        smooth = torch.where(error < 0.05, 0.5 * error**2 / 0.05, error - 0.025).mean()
+        plain = tower.tower_loss(heads, tokens, batch, boxes=False)
+        with_boxes = tower.tower_loss(heads, tokens, batch, boxes=True)
+    assert plain.item() == pytest.approx(classes.item(), rel=1e-5)
+    assert with_boxes.item() == pytest.approx(
+        (classes + tower.BOX_WEIGHT * smooth).item(), rel=1e-5
+    )

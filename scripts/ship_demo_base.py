@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/ship_demo_base.py WORKDIR
 
-Runs ``demo.base.build_base`` (over an hour on an idle 2-core CPU), then
+Runs ``demo.base.build_base`` (1 h 50 min on a 2-core CPU), then
 writes ``src/vlm_r1/demo/shipped_base/`` (``demo.base.ship``) with the shipped weights' scores
 in its manifest: Acc@0.5 per expression kind on 200 ``rec_mix`` eval_in rows, on 200 targets
 named by colour and shape, and where the boxes land. WORKDIR keeps the data and every stage's

@@ -20,8 +20,10 @@ class DemoPlan:
     # things are, what they are), the named targets for long enough that the words bind to what
     # the tower sees, then the broad mix: REC with every expression kind in both image styles
     # (``rec_mix``, its negation rows twice). Probes found a few hundred steps at 5e-4 left the
-    # colour and shape words unbound (named targets 0.3) and thousands at 1e-3 bound them. The
-    # default plan's base is shipped with the package; another recipe is built here (cached).
+    # colour and shape words unbound (named targets 0.3); thousands at 1e-3 bound them (0.88)
+    # in a chain that began with a yes/no match task, and this recipe, without it, reached 0.46
+    # (``docs/demo_history.md``). The default plan's base is shipped with the package; another
+    # recipe is built here (cached).
     n_pretrain: int = 8000
     pretrain_tower_steps: int = 6000
     pretrain_stages: tuple[tuple[str, int, float], ...] = (

@@ -20,7 +20,8 @@ the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates 
   so that each word fits some object (a red triangle beside a red square and a blue triangle):
   the words must be matched to the objects together, as REC needs, with a one-word answer.
 - ``match1``: the same question about a ``locate`` scene's single object, asked of itself
-  ("yes") or of itself with the colour or the shape changed ("no").
+  ("yes") or of itself with the colour or the shape changed ("no"): the demo base's first
+  language stage (``vlm_r1.demo.derived``).
 - ``echo``: a ``named`` row's expression to repeat ("Repeat the colour and the shape named in:
   the red square." -> "red square"), text only.
 
@@ -55,6 +56,7 @@ from pathlib import Path
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.data.shapes.world import COLOURS, SHAPES
+from vlm_r1.demo.derived import MATCH_QUESTION, as_match1, qa_row
 from vlm_r1.demo.stages import evaluate, grounding
 from vlm_r1.demo.tower import train_tower
 from vlm_r1.models.adapter import VLMAdapter
@@ -66,26 +68,12 @@ from vlm_r1.sft import SFTConfig, run_sft
 SHAPES_TASKS = ("locate", "rec_mix", "named", "count", "ovd")
 IDENT_QUESTION = "What colour and shape is the object?"
 ECHO_QUESTION = "Repeat the colour and the shape named in: "
-MATCH_QUESTION = "Is there a {colour} {shape} in the image? Answer yes or no."
 
 
 def rewrite(source: Path, target: Path, row_fn) -> None:
     with open(source, encoding="utf-8") as rows, open(target, "w", encoding="utf-8") as out:
         for line in rows:
             out.write(json.dumps(row_fn(json.loads(line))) + "\n")
-
-
-def qa_row(row: dict, task: str, question: str, answer: str) -> dict:
-    """A question about ``row``'s image, as the ``task`` row derived from it."""
-    return {
-        "id": task + "-" + row["id"].split("-", 1)[1],
-        "image": row["image"],
-        "task": "qa",
-        "conversations": [
-            {"from": "human", "value": "<image>" + question},
-            {"from": "gpt", "value": answer},
-        ],
-    }
 
 
 def as_ident(row: dict) -> dict:
@@ -124,20 +112,6 @@ def as_match(row: dict) -> dict:
         colour, shape = match_foil(row["objects"], rng)
         answer = "no"
     return qa_row(row, "match", MATCH_QUESTION.format(colour=colour, shape=shape), answer)
-
-
-def as_match1(row: dict) -> dict:
-    """A ``locate`` row (one object) asked whether it is itself ("yes") or, for every other row,
-    the same object with one word changed, the colour or the shape by turns ("no")."""
-    rng = random.Random(zlib.crc32(row["id"].encode()))
-    number = int(row["id"].rsplit("-", 1)[1])
-    shape, colour = row["objects"][0][:2]
-    answer = "yes" if number % 2 == 0 else "no"
-    if number % 4 == 1:
-        colour = rng.choice([c for c in COLOURS if c != colour])
-    elif number % 4 == 3:
-        shape = rng.choice([s for s in SHAPES if s != shape])
-    return qa_row(row, "match1", MATCH_QUESTION.format(colour=colour, shape=shape), answer)
 
 
 def as_echo(row: dict) -> dict:

@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/ship_demo_base.py WORKDIR
 
-Runs ``demo.base.build_base`` (1 h 50 min on a 2-core CPU), then
+Runs ``demo.base.build_base`` (1 h 39 min on a 2-core CPU), then
 writes ``src/vlm_r1/demo/shipped_base/`` (``demo.base.ship``) with the shipped weights' scores
 in its manifest: Acc@0.5 per expression kind on 200 ``rec_mix`` eval_in rows, on 200 targets
-named by colour and shape, and where the boxes land. WORKDIR keeps the data and every stage's
+named by colour and shape, and where the boxes land; right yes/no answers on 200 ``match1`` rows. WORKDIR keeps the data and every stage's
 run folder (metrics.jsonl: the training curves). The last line is the scores as JSON.
 """
 
@@ -20,17 +20,21 @@ from pathlib import Path
 
 from vlm_r1.demo import PLANS
 from vlm_r1.demo.base import build_base, ship
-from vlm_r1.demo.stages import grounding
+from vlm_r1.demo.stages import evaluate, grounding
 
 EVAL_ROWS = 200
 
 
 def score(model: Path, data: Path, out: Path) -> dict:
-    """Acc@0.5 per kind and where the boxes land, on ``rec_mix`` and ``named`` eval_in rows."""
-    return {
+    """Acc@0.5 per kind and where the boxes land, on ``rec_mix`` and ``named`` eval_in rows;
+    the share of right yes/no answers on ``match1`` eval_in rows."""
+    scores: dict = {
         task: grounding(model, data / f"{task}_eval_in.jsonl", out / task, EVAL_ROWS)
         for task in ("rec_mix", "named")
     }
+    match1 = evaluate(model, data / "match1_eval_in.jsonl", out / "match1", EVAL_ROWS)
+    scores["match1"] = match1["qa"]["accuracy"]
+    return scores
 
 
 def main() -> None:

@@ -62,13 +62,18 @@ def test_pretrain_tasks_are_the_stages_tasks_in_order_of_first_use():
     assert pretrain_tasks(replace(derived, pretrain_tower_steps=2)) == TOWER_SCENES
 
 
-def test_a_derived_task_is_its_sources_rows_of_one_kind(tmp_path):
-    plan = replace(PLANS["quick"], n_pretrain=60, n_eval=0)
+def test_derived_tasks_are_written_beside_their_sources_split_by_split(tmp_path):
+    plan = replace(PLANS["quick"], n_pretrain=60, n_eval=8)
     write_pretraining_data(plan, tmp_path, ("rec_mix",))
     rows = read_jsonl(tmp_path / "rec_mix_train.jsonl")
     derived = read_jsonl(tmp_path / "negation_train.jsonl")
     assert derived == [row for row in rows if row["kind"] == "negation"]
     assert 0 < len(derived) < len(rows)
+    assert (tmp_path / "negation_eval_in.jsonl").is_file()
+    assert not (tmp_path / "match1_train.jsonl").exists()  # its source, locate, was not asked for
+    write_pretraining_data(plan, tmp_path, ("locate",))
+    assert len(read_jsonl(tmp_path / "match1_train.jsonl")) == 60
+    assert len(read_jsonl(tmp_path / "match1_eval_in.jsonl")) == 8
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def _pretrain(
             plan.ovd_pretrain_lr,
             plan.base_seed,
             schedule="cosine",
-            freeze_vision=plan.pretrain_tower_steps > 0,
+            freeze_vision=plan.freeze_vision,
         )
 
     key = [recipe(plan), plan.ovd_pretrain_steps, plan.ovd_pretrain_lr, sha256(base / WEIGHTS)]

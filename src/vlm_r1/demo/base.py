@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlm_r1.data.shapes import write_shapes
+from vlm_r1.demo.derived import DERIVED, write_derived
 from vlm_r1.demo.plan import FAMILY, DemoPlan
 from vlm_r1.demo.stages import sft
 from vlm_r1.demo.tower import BOX_WEIGHT, TOWER_BATCH, TOWER_LR, TOWER_SCENES, train_tower
@@ -37,10 +38,6 @@ from vlm_r1.models.tiny import tiny_checkpoint
 SHIPPED = Path(__file__).parent / "shipped_base"
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
-#: Pretraining tasks made from a shapes task's training rows of one expression kind: added to a
-#: stage's mix beside their source, those rows are seen twice as often. Negation was the kind a
-#: probe's base grounded worst (1 of 10 with every other kind past 0.79).
-DERIVED = {"negation": ("rec_mix", "negation")}
 
 
 def recipe(plan: DemoPlan) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def recipe(plan: DemoPlan) -> dict[str, Any]:
             "then": "frozen",
         },
         "stages": [[tasks, steps, lr] for tasks, steps, lr in plan.pretrain_stages],
-        "derived": {name: list(source) for name, source in DERIVED.items()},
+        "derived": {name: [task.source, task.rule] for name, task in DERIVED.items()},
         "batch": plan.pretrain_batch,
         "schedule": "cosine per stage, warmup min(10, steps // 5)",
         "seed": plan.base_seed,
@@ -74,14 +71,14 @@ def pretrain_tasks(plan: DemoPlan) -> tuple[str, ...]:
     tasks: list[str] = list(TOWER_SCENES) if plan.pretrain_tower_steps else []
     for names, *_ in plan.pretrain_stages:
         for name in names.split("+"):
-            task = DERIVED[name][0] if name in DERIVED else name
+            task = DERIVED[name].source if name in DERIVED else name
             tasks += [task] if task not in tasks else []
     return tuple(tasks)
 
 
 def write_pretraining_data(plan: DemoPlan, data: Path, tasks: tuple[str, ...]) -> None:
     """``tasks``' pretraining rows (``plan.n_pretrain`` each, the base seed) under ``data``,
-    and the derived tasks' training rows (``DERIVED``) whose source is among them."""
+    and the derived tasks (``derived.py``) whose source is among them, split by split."""
     write_shapes(
         data,
         plan.n_pretrain,
@@ -91,17 +88,11 @@ def write_pretraining_data(plan: DemoPlan, data: Path, tasks: tuple[str, ...]) -
         tasks,
         plan.object_scale,
     )
-    for name, (source, kind) in DERIVED.items():
-        if source in tasks:
-            write_derived(data / f"{source}_train.jsonl", data / f"{name}_train.jsonl", kind)
-
-
-def write_derived(source: Path, target: Path, kind: str) -> int:
-    """The rows of ``source`` whose expression kind is ``kind``, as ``target``; their count."""
-    with open(source, encoding="utf-8") as rows:
-        kept = [line for line in rows if json.loads(line).get("kind") == kind]
-    target.write_text("".join(kept), encoding="utf-8")
-    return len(kept)
+    for name, task in DERIVED.items():
+        for split in ("train", "eval_in", "eval_ood") if task.source in tasks else ():
+            source = data / f"{task.source}_{split}.jsonl"
+            if source.is_file():
+                write_derived(source, data / f"{name}_{split}.jsonl", task.row)
 
 
 def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
@@ -111,8 +102,7 @@ def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
     at the stage's learning rate with a cosine schedule); returns the last stage's ``final/``."""
     write_pretraining_data(plan, data, pretrain_tasks(plan))
     model = tiny_checkpoint(FAMILY, plan.model_size, plan.base_seed)
-    tower = plan.pretrain_tower_steps > 0
-    if tower:
+    if plan.freeze_vision:
         model = train_tower(
             model, data, staging / "tower", plan.pretrain_tower_steps, plan.base_seed
         )
@@ -127,7 +117,7 @@ def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
             lr,
             plan.base_seed,
             schedule="cosine",
-            freeze_vision=tower,
+            freeze_vision=plan.freeze_vision,
         )
     return model
 

@@ -16,20 +16,24 @@ class DemoPlan:
     # Pretraining (``base.py``). First the vision tower alone (``tower.py``, that many steps; 0:
     # none), frozen in every stage after it. Then stages of SFT, each ``task+task`` (training
     # rows mixed by row count) for a number of steps at a learning rate, with its own cosine
-    # schedule: single objects and targets named by colour and shape (the answer format, where
-    # things are, what they are), the named targets for long enough that the words bind to what
-    # the tower sees, then the broad mix: REC with every expression kind in both image styles
-    # (``rec_mix``, its negation rows twice). Probes found a few hundred steps at 5e-4 left the
-    # colour and shape words unbound (named targets 0.3); thousands at 1e-3 bound them (0.88)
-    # in a chain that began with a yes/no match task, and this recipe, without it, reached 0.46
-    # (``docs/demo_history.md``). The default plan's base is shipped with the package; another
-    # recipe is built here (cached).
+    # schedule. The chain a probe found (``docs/demo_history.md``): a yes/no match of colour and
+    # shape words to a single object (``match1``, ``derived.py``), which sits on a plateau
+    # for ~1,850 steps at 1e-3 before it is learned; boxes of single objects and named targets
+    # with the match kept; named targets alone at 1e-3, until the words bind to what the tower
+    # sees; then the broad mix, REC with every expression kind in both image styles
+    # (``rec_mix``, its negation rows twice). This recipe's base scored ``rec_mix`` 0.72 and
+    # named 0.91 on 200 rows, every kind but negation past the bar; the previous one, a longer
+    # tower stage and as many steps without the match, 0.58 and 0.46. The default plan's base
+    # is shipped with the package; another recipe is built here (cached).
     n_pretrain: int = 8000
-    pretrain_tower_steps: int = 6000
+    pretrain_tower_steps: int = 2000
     pretrain_stages: tuple[tuple[str, int, float], ...] = (
-        ("locate+named", 400, 5e-4),
+        ("match1", 2000, 1e-3),
+        ("locate+named", 300, 5e-4),
+        ("match1+named+locate", 1200, 5e-4),
+        ("match1+named+locate", 2000, 5e-4),
         ("named", 3000, 1e-3),
-        ("rec_mix+named+negation", 8000, 1e-3),
+        ("rec_mix+named+negation", 4000, 1e-3),
     )
     pretrain_batch: int = 16
     #: One base for every post-training seed, as in the paper (one pretrained checkpoint).
@@ -67,6 +71,12 @@ class DemoPlan:
     # A detection answer lists up to 6 labelled boxes, ~25 tokens each: 96 tokens cut off 29% of
     # the training answers before </answer> (the longest are ~220 tokens).
     ovd_max_completion_length: int = 256
+
+    @property
+    def freeze_vision(self) -> bool:
+        """Whether training after the tower stage (the base's stages, the detection SFT) keeps
+        the vision tower frozen: it does when a tower stage pretrained it."""
+        return self.pretrain_tower_steps > 0
 
 
 PLANS = {

@@ -2,11 +2,12 @@
 
     .venv/bin/python scripts/ship_demo_base.py WORKDIR
 
-Runs ``demo.base.build_base`` (1 h 39 min on a 2-core CPU), then
-writes ``src/vlm_r1/demo/shipped_base/`` (``demo.base.ship``) with the shipped weights' scores
-in its manifest: Acc@0.5 per expression kind on 200 ``rec_mix`` eval_in rows, on 200 targets
-named by colour and shape, and where the boxes land; right yes/no answers on 200 ``match1`` rows. WORKDIR keeps the data and every stage's
-run folder (metrics.jsonl: the training curves). The last line is the scores as JSON.
+Runs ``demo.base.build_base`` (1 h 39 min on a 2-core CPU), then writes
+``src/vlm_r1/demo/shipped_base/`` (``demo.base.ship``) with the shipped weights' scores in its
+manifest: Acc@0.5 per expression kind on 200 ``rec_mix`` eval_in rows, on 200 targets named by
+colour and shape, and where the boxes land; the share of right yes/no answers on 200 ``match1``
+rows. WORKDIR keeps the data and every stage's run folder (metrics.jsonl: the training curves).
+The last line is the scores as JSON.
 """
 
 from __future__ import annotations

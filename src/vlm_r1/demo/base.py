@@ -89,7 +89,9 @@ def write_pretraining_data(plan: DemoPlan, data: Path, tasks: tuple[str, ...]) -
         plan.object_scale,
     )
     for name, task in DERIVED.items():
-        for split in ("train", "eval_in", "eval_ood") if task.source in tasks else ():
+        if task.source not in tasks:
+            continue
+        for split in ("train", "eval_in", "eval_ood"):
             source = data / f"{task.source}_{split}.jsonl"
             if source.is_file():
                 write_derived(source, data / f"{name}_{split}.jsonl", task.row)
@@ -102,7 +104,7 @@ def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
     at the stage's learning rate with a cosine schedule); returns the last stage's ``final/``."""
     write_pretraining_data(plan, data, pretrain_tasks(plan))
     model = tiny_checkpoint(FAMILY, plan.model_size, plan.base_seed)
-    if plan.freeze_vision:
+    if plan.pretrain_tower_steps:
         model = train_tower(
             model, data, staging / "tower", plan.pretrain_tower_steps, plan.base_seed
         )

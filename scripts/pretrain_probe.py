@@ -56,7 +56,7 @@ from pathlib import Path
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.data.shapes.world import COLOURS, SHAPES
-from vlm_r1.demo.derived import MATCH_QUESTION, as_match1, qa_row
+from vlm_r1.demo.derived import MATCH_QUESTION, as_match1, qa_row, write_derived
 from vlm_r1.demo.stages import evaluate, grounding
 from vlm_r1.demo.tower import train_tower
 from vlm_r1.models.adapter import VLMAdapter
@@ -68,12 +68,6 @@ from vlm_r1.sft import SFTConfig, run_sft
 SHAPES_TASKS = ("locate", "rec_mix", "named", "count", "ovd")
 IDENT_QUESTION = "What colour and shape is the object?"
 ECHO_QUESTION = "Repeat the colour and the shape named in: "
-
-
-def rewrite(source: Path, target: Path, row_fn) -> None:
-    with open(source, encoding="utf-8") as rows, open(target, "w", encoding="utf-8") as out:
-        for line in rows:
-            out.write(json.dumps(row_fn(json.loads(line))) + "\n")
 
 
 def as_ident(row: dict) -> dict:
@@ -127,12 +121,18 @@ def write_data(folder: Path) -> None:
     if not (folder / "ident_eval_ood.jsonl").is_file():
         write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
         for split in ("train", "eval_in", "eval_ood"):
-            rewrite(folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident)
+            write_derived(
+                folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident
+            )
     if not (folder / "echo_eval_ood.jsonl").is_file():  # the last one written
         for split in ("train", "eval_in", "eval_ood"):
-            rewrite(folder / f"named_{split}.jsonl", folder / f"match_{split}.jsonl", as_match)
-            rewrite(folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1)
-            rewrite(folder / f"named_{split}.jsonl", folder / f"echo_{split}.jsonl", as_echo)
+            write_derived(
+                folder / f"named_{split}.jsonl", folder / f"match_{split}.jsonl", as_match
+            )
+            write_derived(
+                folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1
+            )
+            write_derived(folder / f"named_{split}.jsonl", folder / f"echo_{split}.jsonl", as_echo)
 
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:

@@ -11,6 +11,7 @@ from scripts_import import load_script
 
 from vlm_r1.data.jsonl import read_samples
 from vlm_r1.data.shapes import write_shapes
+from vlm_r1.demo.derived import write_derived
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def derived(probe, folder, task: str, row_fn) -> tuple[list[dict], list]:
     """Six ``task`` rows as ``shapes`` writes them, and the samples ``row_fn`` derives from them."""
     source = write_shapes(folder, 6, 0, 0, "112", [task], 2.0)[f"{task}_train"]
     target = folder / "derived.jsonl"
-    probe.rewrite(source, target, row_fn)
+    write_derived(source, target, row_fn)
     rows = [json.loads(line) for line in source.read_text().splitlines()]
     return rows, list(read_samples(str(target)))
 

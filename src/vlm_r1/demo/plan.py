@@ -23,7 +23,7 @@ class DemoPlan:
     # sees; then the broad mix, REC with every expression kind in both image styles
     # (``rec_mix``, its negation rows twice). This recipe's base scored ``rec_mix`` 0.72 and
     # named 0.91 on 200 rows, every kind but negation past the bar; the previous one, a longer
-    # tower stage and as many steps without the match, 0.58 and 0.46. The default plan's base
+    # tower stage and 11,400 steps without the match, 0.58 and 0.46. The default plan's base
     # is shipped with the package; another recipe is built here (cached).
     n_pretrain: int = 8000
     pretrain_tower_steps: int = 2000

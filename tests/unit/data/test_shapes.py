@@ -1,3 +1,4 @@
+import hashlib
 import json
 from collections import Counter
 
@@ -185,6 +186,38 @@ def test_rec_mix_has_every_kind_in_both_styles_and_keeps_held_out_pairs_out_of_t
         pixels = np.asarray(Image.open(tmp_path / row["image"]))
         corners = {tuple(pixels[y, x]) for y in (0, -1) for x in (0, -1)}
         assert (len(corners) == 1) == (row["style"] == "flat"), row["id"]
+
+
+def test_rec_negation_has_only_negations_that_resolve_to_their_target_in_both_styles():
+    """``rec_negation``: every row a negation ("the square that is not green") that picks out
+    its target and excludes an object that shares its shape or colour; held-out pairs stay out
+    of ``train``, and out of domain the split's own scenes (3-6 objects) are used."""
+    records = list(generate("rec_negation", "train", 200, seed=3, image_size=(112, 112)))
+    assert {r.meta["kind"] for r in records} == {"negation"}
+    styles = Counter(r.style for r in records)
+    assert set(styles) == {"flat", "textured"} and min(styles.values()) >= 70, styles
+    forms = Counter("that is not a " in r.meta["expression"]["text"] for r in records)
+    assert min(forms.values()) >= 20, forms  # both "not <colour>" and "not a <shape>"
+    for record in records:
+        expr = Expression(**record.meta["expression"])
+        assert resolve(expr, record.scene, record.image_size) == [record.meta["target"]]
+        target = record.scene[record.meta["target"]]
+        negated = [o for o in record.scene if expr.negated in (o.colour, o.shape)]
+        assert negated and all(expr.negated not in (target.colour, target.shape) for _ in negated)
+        assert not {(o.colour, o.shape) for o in record.scene} & HELD_OUT
+    ood = list(generate("rec_negation", "eval_ood", 20, seed=3, image_size=(112, 112)))
+    assert {r.meta["kind"] for r in ood} == {"negation"}
+    assert all(3 <= len(r.scene) <= 6 for r in ood)
+
+
+def test_rec_mix_rows_stay_as_the_shipped_demo_base_saw_them():
+    """The demo's shipped base was trained on ``rec_mix`` rows: a change to their generation
+    (a new task kind placed before it, a reordered draw) would silently part the shipped
+    weights from their recipe. The digest is of the first 20 rows as generated when it shipped."""
+    digest = hashlib.sha256()
+    for record in generate("rec_mix", "train", 20, seed=0, image_size=(112, 112), object_scale=2):
+        digest.update((record.question + record.answer + str(record.style)).encode())
+    assert digest.hexdigest() == "7844ba839bf5745a7a101bec7d26f4325c59ebe61e9c24051082f723283f966d"
 
 
 def test_named_targets_are_told_apart_only_by_colour_and_shape_words(tmp_path):

@@ -10,8 +10,9 @@ from vlm_r1.errors import UserFacingError
 #: broad pretraining mix whose skills a narrow post-training on ``rec`` does not exercise.
 #: ``named`` is REC whose target is named by colour and shape ("the purple circle") among 2-5
 #: objects: only reading what each object is finds it, so it teaches the colour and shape words.
+#: ``rec_negation`` is REC whose expressions are all negations, in both styles, every split.
 #: (New kinds go last: a kind's index seeds its records.)
-TASK_KINDS = ("rec", "ovd", "count", "locate", "point", "rec_mix", "named")
+TASK_KINDS = ("rec", "ovd", "count", "locate", "point", "rec_mix", "named", "rec_negation")
 DEFAULT_TASKS = ("rec", "ovd", "count")
 
 

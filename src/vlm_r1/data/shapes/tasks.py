@@ -91,10 +91,12 @@ def _rec(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
     )
 
 
-def _rec_mix(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
-    """REC with every expression kind, drawn in either style: what a broadly pretrained model
-    has seen. Held-out colour-shape pairs stay out of ``train`` and ``eval_in`` as everywhere."""
-    image_size, scene, target, expr = _referred(rng, split, world, EXPRESSION_MAKERS)
+def _rec_in_both_styles(
+    rng: np.random.Generator, split: str, world: World, makers: dict[str, Maker]
+) -> ShapesRecord:
+    """REC with an expression of one of ``makers``' kinds, drawn in either style. Held-out
+    colour-shape pairs stay out of ``train`` and ``eval_in`` as everywhere."""
+    image_size, scene, target, expr = _referred(rng, split, world, makers)
     style = str(rng.choice(STYLES))
     meta = {"kind": expr.kind, "expression": asdict(expr), "target": target, "style": style}
     return ShapesRecord(
@@ -106,6 +108,19 @@ def _rec_mix(rng: np.random.Generator, split: str, world: World) -> ShapesRecord
         meta,
         style,
     )
+
+
+def _rec_mix(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    """REC with every expression kind, in either style: what a broadly pretrained model has
+    seen."""
+    return _rec_in_both_styles(rng, split, world, EXPRESSION_MAKERS)
+
+
+def _rec_negation(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
+    """REC whose expression is a negation ("the square that is not green"), in either style.
+    Few scenes admit one (a pair that shares a shape or a colour, one of them the target), so
+    ``rec_mix`` has few (~7%): this task has as many as it is asked for."""
+    return _rec_in_both_styles(rng, split, world, {"negation": EXPRESSION_MAKERS["negation"]})
 
 
 def _ovd(rng: np.random.Generator, split: str, world: World) -> ShapesRecord:
@@ -214,6 +229,7 @@ TASK_MAKERS = {
     "point": _point,
     "rec_mix": _rec_mix,
     "named": _named,
+    "rec_negation": _rec_negation,
 }
 
 

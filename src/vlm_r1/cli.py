@@ -69,8 +69,8 @@ def demo(
         False,
         "--full",
         help=(
-            "Three seeds pooled, plus the detection ablation (AP vs odLength reward); about an"
-            " hour on 2 cores the first time, ~35 minutes once its detection base is cached."
+            "Three seeds pooled, plus the detection ablation (AP vs odLength reward); about 66"
+            " minutes on 2 cores the first time, ~40 once its detection base is cached."
         ),
     ),
     seed: int = typer.Option(0, "--seed", help="The first seed (--full runs seed, +1, +2)."),
@@ -80,7 +80,7 @@ def demo(
     rebuild_base: bool = typer.Option(
         False,
         "--rebuild-base",
-        help="Pretrain the base on this machine (~1 hour on 2 cores) instead of using the one "
+        help="Pretrain the base on this machine (~1 h 40 min on 2 cores) instead of using the one "
         "vlm-r1 ships; cached for later runs.",
     ),
 ) -> None:
@@ -301,7 +301,8 @@ def make_shapes(
     tasks: str = typer.Option(
         "rec,ovd,count",
         "--tasks",
-        help="Comma-separated: rec, ovd, count, locate, point, rec_mix (REC of every kind), named.",
+        help="Comma-separated: rec, ovd, count, locate, point, rec_mix (REC of every kind), "
+        "named, rec_negation.",
     ),
     object_scale: float = typer.Option(
         1.0, "--object-scale", help="Multiply object sizes (0.25..3; the demo uses 2)."

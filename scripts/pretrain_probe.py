@@ -35,10 +35,13 @@ OUT/start. ``--question-first`` puts the question before the image in every prom
 and scoring alike (the adapter's user turn is replaced in this process only): the image tokens
 can then attend to the words.
 
+``negation`` is the demo's (its ``rec_mix`` rows of that kind); ``rec_negation`` the shapes task
+of negations only (8,000 rows where ``rec_mix`` has ~600).
+
 The final checkpoint is scored on 100 eval_in rows of ``rec_mix`` (Acc@0.5 per expression kind
-and where the boxes land), of ``named``, and of ``ident`` (the share of answers with the right
-colour word, and with the right shape word), of ``match1`` and ``match`` (the share of right
-yes/no answers; 0.5 is a coin). Data is written once per ``--data`` folder (8,000
+and where the boxes land), of ``named`` and of ``rec_negation``, and of ``ident`` (the share of
+answers with the right colour word, and with the right shape word), of ``match1`` and
+``match`` (the share of right yes/no answers; 0.5 is a coin). Data is written once per ``--data`` folder (8,000
 training rows a task, seed 0, 112 px, objects at scale 2: the demo's world). The last line is
 the scores as JSON.
 """
@@ -56,7 +59,7 @@ from pathlib import Path
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.data.shapes.world import COLOURS, SHAPES
-from vlm_r1.demo.derived import MATCH_QUESTION, as_match1, qa_row, write_derived
+from vlm_r1.demo.derived import MATCH_QUESTION, as_match1, negation_row, qa_row, write_derived
 from vlm_r1.demo.stages import evaluate, grounding
 from vlm_r1.demo.tower import train_tower
 from vlm_r1.models.adapter import VLMAdapter
@@ -65,7 +68,7 @@ from vlm_r1.models.tiny.recipes import TINY_SIZES, TinyRecipe
 from vlm_r1.parsing import extract_answer
 from vlm_r1.sft import SFTConfig, run_sft
 
-SHAPES_TASKS = ("locate", "rec_mix", "named", "count", "ovd")
+SHAPES_TASKS = ("locate", "rec_mix", "named", "count", "ovd", "rec_negation")
 IDENT_QUESTION = "What colour and shape is the object?"
 ECHO_QUESTION = "Repeat the colour and the shape named in: "
 
@@ -118,7 +121,7 @@ def as_echo(row: dict) -> dict:
 
 
 def write_data(folder: Path) -> None:
-    if not (folder / "ident_eval_ood.jsonl").is_file():
+    if not (folder / f"{SHAPES_TASKS[-1]}_eval_ood.jsonl").is_file():
         write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
         for split in ("train", "eval_in", "eval_ood"):
             write_derived(
@@ -133,11 +136,16 @@ def write_data(folder: Path) -> None:
                 folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1
             )
             write_derived(folder / f"named_{split}.jsonl", folder / f"echo_{split}.jsonl", as_echo)
+    if not (folder / "negation_eval_ood.jsonl").is_file():
+        for split in ("train", "eval_in", "eval_ood"):
+            write_derived(
+                folder / f"rec_mix_{split}.jsonl", folder / f"negation_{split}.jsonl", negation_row
+            )
 
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:
     """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
-    known = (*SHAPES_TASKS, "ident", "match", "match1", "echo", "tower")
+    known = (*SHAPES_TASKS, "ident", "match", "match1", "echo", "negation", "tower")
     stages = []
     for part in spec.split(","):
         tasks, _, steps = part.partition(":")
@@ -221,7 +229,7 @@ def score(model: Path, data: Path, out: Path) -> dict:
     for task in ("match1", "match"):  # the eval's own qa accuracy: the right yes or no
         found = evaluate(model, data / f"{task}_eval_in.jsonl", out / f"eval_{task}", 100)
         scores[task] = round(found["qa"]["accuracy"], 2)
-    for task in ("rec_mix", "named"):
+    for task in ("rec_mix", "named", "rec_negation"):
         found = grounding(model, data / f"{task}_eval_in.jsonl", out / f"eval_{task}", 100)
         scores[task] = {kind: round(v["acc@0.5"], 2) for kind, v in found["by_kind"].items()}
         scores[task]["lands"] = {k: round(v, 2) for k, v in (found["boxes_land_on"] or {}).items()}

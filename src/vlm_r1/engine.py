@@ -428,6 +428,13 @@ class Engine:
         self.parallel.load_weights(model, saved.state_dict())
 
     def cleanup(self) -> None:
+        """End the run: the model, its reference and the optimizer are released (accelerate's
+        own references too, then a garbage collection), then trackers finish and the process
+        group goes. Why release first: a sharded model holds the process group and the handles
+        of its last collectives; left for the interpreter's exit, gloo's worker threads can be
+        torn down under it and abort a process whose run had finished."""
+        self.model = self.ref_model = self.optimizer = self.scheduler = None
+        self.accelerator.free_memory()
         self.accelerator.end_training()
 
 

@@ -174,3 +174,21 @@ def test_shared_image_features_train_like_repeated_images(make_config, freeze_vi
     for a, b in zip(shared_m, naive_m, strict=True):
         for key in ("loss", "kl", "reward"):
             assert abs(a[key] - b[key]) <= 1e-5, (key, a[key], b[key])
+
+
+def test_cleanup_releases_the_model_and_optimizer_before_the_process_group_goes(make_config):
+    """``cleanup`` frees the policy, its reference and the optimizer while the interpreter is
+    whole: a sharded model holds the process group and its last collectives' handles, and
+    freed at exit instead, gloo's threads can abort a finished run."""
+    import gc
+    import weakref
+
+    from vlm_r1.rl.trainer import GRPOTrainer
+
+    trainer = GRPOTrainer(load_config(make_config(algo={"beta": 0.04})))
+    trainer.setup()
+    engine = trainer.engine
+    held = [weakref.ref(x) for x in (engine.unwrapped(), engine.ref_model, engine.optimizer)]
+    trainer.cleanup()
+    gc.collect()
+    assert [ref() is None for ref in held] == [True, True, True]

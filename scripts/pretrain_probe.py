@@ -111,6 +111,31 @@ def as_match(row: dict) -> dict:
     return qa_row(row, "match", MATCH_QUESTION.format(colour=colour, shape=shape), answer)
 
 
+def as_notmatch(row: dict) -> dict:
+    """A ``locate`` row (one object) asked a negated match, "Is the object a square that is not
+    green?" or "... a red shape that is not a circle?": yes when the named word fits and the
+    negated one does not; no, every other row, when the negated word is the object's own or the
+    named word is changed. The "not" alone, on one object, with a one-word answer."""
+    rng = random.Random(zlib.crc32(row["id"].encode()))
+    case = int(row["id"].rsplit("-", 1)[1]) % 4
+    shape, colour = row["objects"][0][:2]
+    other_colour = rng.choice([c for c in COLOURS if c != colour])
+    other_shape = rng.choice([s for s in SHAPES if s != shape])
+    if rng.random() < 0.5:
+        asked, negated = (
+            (other_shape if case == 3 else shape),
+            (colour if case == 1 else other_colour),
+        )
+        question = f"Is the object a {asked} that is not {negated}? Answer yes or no."
+    else:
+        asked, negated = (
+            (other_colour if case == 3 else colour),
+            (shape if case == 1 else other_shape),
+        )
+        question = f"Is the object a {asked} shape that is not a {negated}? Answer yes or no."
+    return qa_row(row, "notmatch", question, "yes" if case in (0, 2) else "no")
+
+
 def as_echo(row: dict) -> dict:
     """A ``named`` row's expression to repeat, colour and shape ("red square"): text only, the
     image plays no part. Meant to train, on its own signal, a head that carries the named words
@@ -136,6 +161,11 @@ def write_data(folder: Path) -> None:
                 folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1
             )
             write_derived(folder / f"named_{split}.jsonl", folder / f"echo_{split}.jsonl", as_echo)
+    if not (folder / "notmatch_eval_ood.jsonl").is_file():
+        for split in ("train", "eval_in", "eval_ood"):
+            write_derived(
+                folder / f"locate_{split}.jsonl", folder / f"notmatch_{split}.jsonl", as_notmatch
+            )
     if not (folder / "negation_eval_ood.jsonl").is_file():
         for split in ("train", "eval_in", "eval_ood"):
             write_derived(
@@ -145,7 +175,7 @@ def write_data(folder: Path) -> None:
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:
     """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
-    known = (*SHAPES_TASKS, "ident", "match", "match1", "echo", "negation", "tower")
+    known = (*SHAPES_TASKS, "ident", "match", "match1", "echo", "negation", "notmatch", "tower")
     stages = []
     for part in spec.split(","):
         tasks, _, steps = part.partition(":")
@@ -226,7 +256,7 @@ def score(model: Path, data: Path, out: Path) -> dict:
         "colour": round(sum(c for c, _ in hits) / len(hits), 2),
         "shape": round(sum(s for _, s in hits) / len(hits), 2),
     }
-    for task in ("match1", "match"):  # the eval's own qa accuracy: the right yes or no
+    for task in ("match1", "match", "notmatch"):  # the eval's qa accuracy: the right yes or no
         found = evaluate(model, data / f"{task}_eval_in.jsonl", out / f"eval_{task}", 100)
         scores[task] = round(found["qa"]["accuracy"], 2)
     for task in ("rec_mix", "named", "rec_negation"):

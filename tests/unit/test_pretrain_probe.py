@@ -128,3 +128,16 @@ def test_tower_stage_parses_only_alone(probe):
     assert probe.parse_stages("tower:2000,locate:400") == [(["tower"], 2000), (["locate"], 400)]
     with pytest.raises(ValueError, match="tower alone"):
         probe.parse_stages("tower+locate:400")
+
+
+def test_notmatch_answers_yes_only_when_the_named_word_fits_and_the_negated_one_does_not(
+    probe, tmp_path
+):
+    located, samples = derived(probe, tmp_path, "locate", probe.as_notmatch)
+    assert [s.solution for s in samples] == ["yes", "no", "yes", "no", "yes", "no"]
+    for row, sample in zip(located, samples, strict=True):
+        shape, colour = row["objects"][0][:2]
+        words = sample.question.split("?")[0].split()
+        asked, negated = words[4], words[-1]
+        fits = asked in (shape, colour) and negated not in (shape, colour)
+        assert (sample.solution == "yes") == fits, sample.question

@@ -22,6 +22,8 @@ the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates 
 - ``match1``: the same question about a ``locate`` scene's single object, asked of itself
   ("yes") or of itself with the colour or the shape changed ("no"): the demo base's first
   language stage (``vlm_r1.demo.derived``).
+- ``notmatch``: a ``locate`` scene's single object asked a negated match ("Is the object a
+  square that is not green?"), yes or no: the "not" alone, on one object.
 - ``echo``: a ``named`` row's expression to repeat ("Repeat the colour and the shape named in:
   the red square." -> "red square"), text only.
 
@@ -40,8 +42,8 @@ of negations only (8,000 rows where ``rec_mix`` has ~600).
 
 The final checkpoint is scored on 100 eval_in rows of ``rec_mix`` (Acc@0.5 per expression kind
 and where the boxes land), of ``named`` and of ``rec_negation``, and of ``ident`` (the share of
-answers with the right colour word, and with the right shape word), of ``match1`` and
-``match`` (the share of right yes/no answers; 0.5 is a coin). Data is written once per ``--data`` folder (8,000
+answers with the right colour word, and with the right shape word), of ``match1``,
+``match`` and ``notmatch`` (the share of right yes/no answers; 0.5 is a coin). Data is written once per ``--data`` folder (8,000
 training rows a task, seed 0, 112 px, objects at scale 2: the demo's world). The last line is
 the scores as JSON.
 """

@@ -42,10 +42,10 @@ of negations only (8,000 rows where ``rec_mix`` has ~600).
 
 The final checkpoint is scored on 100 eval_in rows of ``rec_mix`` (Acc@0.5 per expression kind
 and where the boxes land), of ``named`` and of ``rec_negation``, and of ``ident`` (the share of
-answers with the right colour word, and with the right shape word), of ``match1``,
-``match`` and ``notmatch`` (the share of right yes/no answers; 0.5 is a coin). Data is written once per ``--data`` folder (8,000
-training rows a task, seed 0, 112 px, objects at scale 2: the demo's world). The last line is
-the scores as JSON.
+answers with the right colour word, and with the right shape word), of ``match1``, ``match``
+and ``notmatch`` (the share of right yes/no answers; 0.5 is a coin). Data is written once per
+``--data`` folder (8,000 training rows a task, seed 0, 112 px, objects at scale 2: the demo's
+world). The last line is the scores as JSON.
 """
 
 from __future__ import annotations

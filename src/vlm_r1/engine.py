@@ -430,9 +430,9 @@ class Engine:
     def cleanup(self) -> None:
         """End the run: the model, its reference and the optimizer are released (accelerate's
         own references too, then a garbage collection), then trackers finish and the process
-        group goes. Why release first: a sharded model holds the process group and the handles
-        of its last collectives; left for the interpreter's exit, gloo's worker threads can be
-        torn down under it and abort a process whose run had finished."""
+        group goes. Released first because a sharded model holds the process group and its last
+        collectives' handles: freed only at the interpreter's exit, gloo's worker threads may
+        still hold work there, a known cause of aborts at exit (pytorch/pytorch PR 179291)."""
         self.model = self.ref_model = self.optimizer = self.scheduler = None
         self.accelerator.free_memory()
         self.accelerator.end_training()

@@ -124,16 +124,12 @@ def as_notmatch(row: dict) -> dict:
     other_colour = rng.choice([c for c in COLOURS if c != colour])
     other_shape = rng.choice([s for s in SHAPES if s != shape])
     if rng.random() < 0.5:
-        asked, negated = (
-            (other_shape if case == 3 else shape),
-            (colour if case == 1 else other_colour),
-        )
+        asked = other_shape if case == 3 else shape
+        negated = colour if case == 1 else other_colour
         question = f"Is the object a {asked} that is not {negated}? Answer yes or no."
     else:
-        asked, negated = (
-            (other_colour if case == 3 else colour),
-            (shape if case == 1 else other_shape),
-        )
+        asked = other_colour if case == 3 else colour
+        negated = shape if case == 1 else other_shape
         question = f"Is the object a {asked} shape that is not a {negated}? Answer yes or no."
     return qa_row(row, "notmatch", question, "yes" if case in (0, 2) else "no")
 
@@ -147,37 +143,34 @@ def as_echo(row: dict) -> dict:
     return qa_row(row, "echo", question, f"{colour} {shape}")
 
 
+#: The tasks derived here from the shapes tasks' rows: ``{name: (source task, rule)}``.
+DERIVED_HERE = {
+    "ident": ("locate", as_ident),
+    "match": ("named", as_match),
+    "match1": ("locate", as_match1),
+    "echo": ("named", as_echo),
+    "notmatch": ("locate", as_notmatch),
+    "negation": ("rec_mix", negation_row),
+}
+
+
 def write_data(folder: Path) -> None:
+    """The shapes tasks and every derived one under ``folder``, each written once: a task whose
+    last split is there is kept, so a folder from an older probe gains only what it lacks."""
     if not (folder / f"{SHAPES_TASKS[-1]}_eval_ood.jsonl").is_file():
         write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
+    for name, (source, rule) in DERIVED_HERE.items():
+        if (folder / f"{name}_eval_ood.jsonl").is_file():
+            continue
         for split in ("train", "eval_in", "eval_ood"):
             write_derived(
-                folder / f"locate_{split}.jsonl", folder / f"ident_{split}.jsonl", as_ident
-            )
-    if not (folder / "echo_eval_ood.jsonl").is_file():  # the last one written
-        for split in ("train", "eval_in", "eval_ood"):
-            write_derived(
-                folder / f"named_{split}.jsonl", folder / f"match_{split}.jsonl", as_match
-            )
-            write_derived(
-                folder / f"locate_{split}.jsonl", folder / f"match1_{split}.jsonl", as_match1
-            )
-            write_derived(folder / f"named_{split}.jsonl", folder / f"echo_{split}.jsonl", as_echo)
-    if not (folder / "notmatch_eval_ood.jsonl").is_file():
-        for split in ("train", "eval_in", "eval_ood"):
-            write_derived(
-                folder / f"locate_{split}.jsonl", folder / f"notmatch_{split}.jsonl", as_notmatch
-            )
-    if not (folder / "negation_eval_ood.jsonl").is_file():
-        for split in ("train", "eval_in", "eval_ood"):
-            write_derived(
-                folder / f"rec_mix_{split}.jsonl", folder / f"negation_{split}.jsonl", negation_row
+                folder / f"{source}_{split}.jsonl", folder / f"{name}_{split}.jsonl", rule
             )
 
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:
     """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
-    known = (*SHAPES_TASKS, "ident", "match", "match1", "echo", "negation", "notmatch", "tower")
+    known = (*SHAPES_TASKS, *DERIVED_HERE, "tower")
     stages = []
     for part in spec.split(","):
         tasks, _, steps = part.partition(":")

@@ -11,7 +11,7 @@ Each stage is ``task+task:steps``: SFT on those tasks' training rows (mixed by r
 samples a step, cosine schedule within the stage, from the previous stage's checkpoint (the
 first from a fresh demo-size Qwen3-VL, or ``--start``). Tasks are the shapes tasks (``named``:
 the target named by colour and shape among 2-5 objects, so its Acc@0.5 isolates "what" from
-"where") plus one derived here from their scenes:
+"where") plus these, derived from their scenes:
 
 - ``ident``: the ``locate`` task's single objects asked "What colour and shape is the object?"
   ("purple diamond"). A caption-like signal for what an object is, with nothing to ground.
@@ -61,7 +61,7 @@ from pathlib import Path
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.data.shapes.world import COLOURS, SHAPES
-from vlm_r1.demo.derived import MATCH_QUESTION, as_match1, negation_row, qa_row, write_derived
+from vlm_r1.demo.derived import DERIVED, MATCH_QUESTION, qa_row, write_derived
 from vlm_r1.demo.stages import evaluate, grounding
 from vlm_r1.demo.tower import train_tower
 from vlm_r1.models.adapter import VLMAdapter
@@ -143,14 +143,14 @@ def as_echo(row: dict) -> dict:
     return qa_row(row, "echo", question, f"{colour} {shape}")
 
 
-#: The tasks derived here from the shapes tasks' rows: ``{name: (source task, rule)}``.
+#: The tasks derived from the shapes tasks' rows, ``{name: (source task, rule)}``: the ones
+#: defined here and the demo base's own (``vlm_r1.demo.derived``).
 DERIVED_HERE = {
     "ident": ("locate", as_ident),
     "match": ("named", as_match),
-    "match1": ("locate", as_match1),
     "echo": ("named", as_echo),
     "notmatch": ("locate", as_notmatch),
-    "negation": ("rec_mix", negation_row),
+    **{name: (task.source, task.row) for name, task in DERIVED.items()},
 }
 
 

@@ -2,12 +2,14 @@
 checked), and the copy in the package matching the default plan."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from vlm_r1.checkpoint import list_checkpoints
 from vlm_r1.demo import PLANS
 from vlm_r1.demo.base import (
     MANIFEST,
@@ -152,3 +154,51 @@ def test_the_detection_budget_holds_the_detection_answers_the_detector_learns(tm
         )
     )
     assert lengths[-1] <= plan.ovd_max_completion_length, lengths[-10:]
+
+
+def test_a_killed_build_resumes_to_the_uninterrupted_builds_weights(tmp_path, monkeypatch):
+    """``build_base(resume=True)`` keeps the finished tower and stages and goes on from the
+    newest checkpoint of the stage that was cut short: the same weights, bit for bit."""
+    from vlm_r1.config import ConfigError
+    from vlm_r1.demo import base, stages
+    from vlm_r1.demo.base import build_base
+
+    monkeypatch.setattr(stages, "RESUMABLE_SAVE_STEPS", 2)
+    plan = replace(
+        PLANS["quick"],
+        model_size="test",
+        n_pretrain=12,
+        n_eval=2,
+        pretrain_tower_steps=2,
+        pretrain_stages=(("locate", 2, 5e-4), ("named", 5, 1e-3)),
+        pretrain_batch=2,
+    )
+    data = tmp_path / "data"
+    whole = load_file(build_base(plan, data, tmp_path / "whole") / WEIGHTS)
+
+    runs = tmp_path / "runs"
+    build_base(plan, data, runs, resume=True)
+    # As if killed in stage 1 after its step-4 checkpoint: the step-5 one and final/ never made.
+    before = read_jsonl(runs / "stage1" / "metrics.jsonl")
+    saved = dict(list_checkpoints(runs / "stage1"))
+    assert sorted(saved) == [4, 5]
+    shutil.rmtree(runs / "stage1" / "final")
+    shutil.rmtree(saved[5])
+
+    def no_second_tower(*args, **kwargs):
+        raise AssertionError("the finished tower was trained again")
+
+    monkeypatch.setattr(base, "train_tower", no_second_tower)
+    resumed = load_file(build_base(plan, data, runs, resume=True) / WEIGHTS)
+    assert resumed.keys() == whole.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(resumed[name], tensor), name
+    # Steps 1-4 were not trained again: their logged rows (timings included) are the first run's.
+    after = read_jsonl(runs / "stage1" / "metrics.jsonl")
+    assert [row["step"] for row in after] == [1, 2, 3, 4, 5]
+    assert after[:4] == before[:4] and after[4]["step_seconds"] != before[4]["step_seconds"]
+
+    # Resuming into a build of another recipe is refused, not mixed into it.
+    other = replace(plan, pretrain_stages=(("locate", 2, 5e-4), ("named", 5, 2e-3)))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        build_base(other, data, runs, resume=True)

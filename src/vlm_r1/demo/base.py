@@ -97,17 +97,22 @@ def write_pretraining_data(plan: DemoPlan, data: Path, tasks: tuple[str, ...]) -
                 write_derived(source, data / f"{name}_{split}.jsonl", task.row)
 
 
-def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
+def build_base(plan: DemoPlan, data: Path, staging: Path, resume: bool = False) -> Path:
     """Pretrain the base from a fresh tiny checkpoint: the tower stage when the plan has one
     (``tower.py``; the tower stays frozen after it), then stage by stage
     (``plan.pretrain_stages``: SFT on the ``+``-joined tasks' training rows, mixed by row count,
-    at the stage's learning rate with a cosine schedule); returns the last stage's ``final/``."""
+    at the stage's learning rate with a cosine schedule); returns the last stage's ``final/``.
+
+    ``resume``: continue a build that was killed in ``staging`` (the same plan, into the same
+    folders): a finished tower is kept, and each stage goes on from its newest checkpoint
+    (``stages.sft``), so the result is the uninterrupted build's."""
     write_pretraining_data(plan, data, pretrain_tasks(plan))
     model = tiny_checkpoint(FAMILY, plan.model_size, plan.base_seed)
-    if plan.pretrain_tower_steps:
-        model = train_tower(
-            model, data, staging / "tower", plan.pretrain_tower_steps, plan.base_seed
-        )
+    tower = staging / "tower"
+    if plan.pretrain_tower_steps and resume and (tower / "final").is_dir():
+        model = tower / "final"
+    elif plan.pretrain_tower_steps:
+        model = train_tower(model, data, tower, plan.pretrain_tower_steps, plan.base_seed)
     for index, (names, steps, lr) in enumerate(plan.pretrain_stages):
         files = ":".join(str(data / f"{task}_train.jsonl") for task in names.split("+"))
         model = sft(
@@ -120,6 +125,7 @@ def build_base(plan: DemoPlan, data: Path, staging: Path) -> Path:
             plan.base_seed,
             schedule="cosine",
             freeze_vision=plan.freeze_vision,
+            resume=resume,
         )
     return model
 

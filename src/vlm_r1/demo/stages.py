@@ -32,6 +32,9 @@ from vlm_r1.rl.trainer import run_training
 from vlm_r1.sft import SFTConfig, run_sft
 from vlm_r1.tracking import read_jsonl
 
+#: How often a resumable SFT stage saves: a checkpoint costs about a second, 250 steps minutes.
+RESUMABLE_SAVE_STEPS = 250
+
 
 def _quiet(output: Path) -> dict[str, Any]:
     return {
@@ -52,8 +55,22 @@ def sft(
     seed: int,
     schedule: str = "constant",
     freeze_vision: bool = False,
+    resume: bool = False,
 ) -> Path:
-    """SFT ``model`` on ``data`` (':'-joined files) for ``steps``; returns its ``final/``."""
+    """SFT ``model`` on ``data`` (':'-joined files) for ``steps``; returns its ``final/``.
+
+    ``resume``: save every ``RESUMABLE_SAVE_STEPS`` and continue the run already in ``out``
+    from its newest checkpoint (a finished run only rewrites ``final/``), so a long build that
+    was killed loses minutes, not hours; the trainer refuses a saved run with other settings."""
+    quiet = _quiet(out)
+    if resume:
+        quiet["checkpoint"] = replace(
+            quiet["checkpoint"],
+            save_steps=RESUMABLE_SAVE_STEPS,
+            resume="auto",
+            overwrite=False,
+            keep_last=2,
+        )
     config = SFTConfig(
         model=ModelConfig(path=model, freeze_vision=freeze_vision),
         data=DataConfig(train=data),
@@ -66,7 +83,7 @@ def sft(
             schedule=schedule,
         ),
         seed=seed,
-        **_quiet(out),
+        **quiet,
     ).validate()
     run_sft(config)
     return out / "final"

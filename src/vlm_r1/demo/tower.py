@@ -149,8 +149,11 @@ def train_tower(
         schedule.step()
         if step % 200 == 0 or step == steps - 1:
             say(f"tower step {step}: loss {loss.item():.3f}")
-    final = out / "final"
+    # Written aside and renamed: a ``final/`` that exists is whole (``build_base`` resumes on it).
+    final, staging = out / "final", out / "final.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model_path, staging)
+    model.save_pretrained(staging)
     shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(model_path, final)
-    model.save_pretrained(final)
+    staging.rename(final)
     return final

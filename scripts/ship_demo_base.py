@@ -11,8 +11,9 @@ The last line is the scores as JSON.
 
     .venv/bin/python scripts/ship_demo_base.py WORKDIR --resume
 
-continues a build that was killed (stages save every 250 steps; the result is the uninterrupted
-build's); its manifest's ``build_seconds`` then counts this invocation alone, and says so.
+builds so that a killed build can be continued (stages save every 250 steps), and continues one
+that was killed (the result is the uninterrupted build's); a manifest's ``build_seconds`` then
+counts the last invocation alone, and says so.
 """
 
 from __future__ import annotations
@@ -50,15 +51,17 @@ def main() -> None:
     args = parser.parse_args()
     plan = PLANS["default"]
     data = args.workdir / "data"
+    runs = args.workdir / "runs"
+    resumed = args.resume and runs.is_dir() and any(runs.iterdir())
     started = time.perf_counter()
     # More eval rows than a demo run scores (n_eval is not part of the recipe).
-    final = build_base(replace(plan, n_eval=EVAL_ROWS), data, args.workdir / "runs", args.resume)
+    final = build_base(replace(plan, n_eval=EVAL_ROWS), data, runs, args.resume)
     build_seconds = round(time.perf_counter() - started)
     trial = ship(final, plan, {}, args.workdir / "shipped_trial")
     scores = {
         "competence": score(trial, data, args.workdir / "eval"),
         "build_seconds": build_seconds,
-        **({"build_seconds_counts": "the resumed part only"} if args.resume else {}),
+        **({"build_seconds_counts": "the resumed part only"} if resumed else {}),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
     folder = ship(final, plan, scores)

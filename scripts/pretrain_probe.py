@@ -61,7 +61,7 @@ from pathlib import Path
 from vlm_r1.config import CheckpointConfig, DataConfig, LoggingConfig, ModelConfig, OptimConfig
 from vlm_r1.data.shapes import write_shapes
 from vlm_r1.data.shapes.world import COLOURS, SHAPES
-from vlm_r1.demo.derived import DERIVED, MATCH_QUESTION, qa_row, write_derived
+from vlm_r1.demo.derived import DERIVED, MATCH_QUESTION, qa_row, write_derived_splits
 from vlm_r1.demo.stages import evaluate, grounding
 from vlm_r1.demo.tower import train_tower
 from vlm_r1.models.adapter import VLMAdapter
@@ -145,7 +145,7 @@ def as_echo(row: dict) -> dict:
 
 #: The tasks derived from the shapes tasks' rows, ``{name: (source task, rule)}``: the ones
 #: defined here and the demo base's own (``vlm_r1.demo.derived``).
-DERIVED_HERE = {
+DERIVED_TASKS = {
     "ident": ("locate", as_ident),
     "match": ("named", as_match),
     "echo": ("named", as_echo),
@@ -159,18 +159,14 @@ def write_data(folder: Path) -> None:
     last split is there is kept, so a folder from an older probe gains only what it lacks."""
     if not (folder / f"{SHAPES_TASKS[-1]}_eval_ood.jsonl").is_file():
         write_shapes(folder, 8000, 100, 0, "112", SHAPES_TASKS, 2.0)
-    for name, (source, rule) in DERIVED_HERE.items():
-        if (folder / f"{name}_eval_ood.jsonl").is_file():
-            continue
-        for split in ("train", "eval_in", "eval_ood"):
-            write_derived(
-                folder / f"{source}_{split}.jsonl", folder / f"{name}_{split}.jsonl", rule
-            )
+    for name, (source, rule) in DERIVED_TASKS.items():
+        if not (folder / f"{name}_eval_ood.jsonl").is_file():
+            write_derived_splits(folder, name, source, rule)
 
 
 def parse_stages(spec: str) -> list[tuple[list[str], int]]:
     """``"a+b:400,c:800"`` -> ``[(["a", "b"], 400), (["c"], 800)]``, checked before any training."""
-    known = (*SHAPES_TASKS, *DERIVED_HERE, "tower")
+    known = (*SHAPES_TASKS, *DERIVED_TASKS, "tower")
     stages = []
     for part in spec.split(","):
         tasks, _, steps = part.partition(":")

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlm_r1.data.shapes import write_shapes
-from vlm_r1.demo.derived import DERIVED, write_derived
+from vlm_r1.demo.derived import DERIVED, write_derived_splits
 from vlm_r1.demo.plan import FAMILY, DemoPlan
 from vlm_r1.demo.stages import sft
 from vlm_r1.demo.tower import BOX_WEIGHT, TOWER_BATCH, TOWER_LR, TOWER_SCENES, train_tower
@@ -89,12 +89,8 @@ def write_pretraining_data(plan: DemoPlan, data: Path, tasks: tuple[str, ...]) -
         plan.object_scale,
     )
     for name, task in DERIVED.items():
-        if task.source not in tasks:
-            continue
-        for split in ("train", "eval_in", "eval_ood"):
-            source = data / f"{task.source}_{split}.jsonl"
-            if source.is_file():
-                write_derived(source, data / f"{name}_{split}.jsonl", task.row)
+        if task.source in tasks:
+            write_derived_splits(data, name, task.source, task.row)
 
 
 def build_base(plan: DemoPlan, data: Path, staging: Path, resume: bool = False) -> Path:

@@ -84,3 +84,14 @@ def write_derived(source: Path, target: Path, rule: Callable[[dict], dict | None
     target.write_text(
         "".join(json.dumps(row) + "\n" for row in derived if row is not None), encoding="utf-8"
     )
+
+
+def write_derived_splits(
+    data: Path, name: str, source: str, rule: Callable[[dict], dict | None]
+) -> None:
+    """Task ``name`` under ``data``, made by ``rule`` from each split of ``source`` that is
+    there (``{source}_{split}.jsonl`` -> ``{name}_{split}.jsonl``)."""
+    for split in ("train", "eval_in", "eval_ood"):
+        rows = data / f"{source}_{split}.jsonl"
+        if rows.is_file():
+            write_derived(rows, data / f"{name}_{split}.jsonl", rule)

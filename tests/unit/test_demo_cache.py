@@ -1,5 +1,6 @@
 """The demo's pretrained bases are cached per machine: reused for the same key, rebuilt for
-another, and a build killed half-way is never taken for a finished one."""
+another, and a build killed half-way is never taken for a finished one: redone, or for a
+resumable build, continued."""
 
 import pytest
 
@@ -39,4 +40,25 @@ def test_a_killed_build_is_redone(tmp_path, monkeypatch):
     calls = []
     path = cached_run("base", ["k"], _builder(calls))
     assert len(calls) == 1 and (path / "config.json").is_file()
+    assert not list((tmp_path / "demo").glob("*.tmp"))
+
+
+def test_a_killed_resumable_build_gets_its_staging_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLM_R1_CACHE", str(tmp_path))
+
+    def killed(staging):
+        (staging / "stage").mkdir(parents=True)
+        (staging / "stage" / "checkpoint").write_text("step 250")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_run("base", ["k"], killed, resumable=True)
+    left = []
+
+    def resumed(staging):
+        left.append((staging / "stage" / "checkpoint").read_text())
+        return _builder([])(staging)
+
+    path = cached_run("base", ["k"], resumed, resumable=True)
+    assert left == ["step 250"] and (path / "config.json").is_file()
     assert not list((tmp_path / "demo").glob("*.tmp"))

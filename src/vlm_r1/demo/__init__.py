@@ -97,7 +97,12 @@ def _pretrain(
         base = shipped
     else:
         say("the base: pretraining it on this machine (cached)")
-        base = cached_run("base", [recipe(plan)], lambda staging: build_base(plan, data, staging))
+        base = cached_run(
+            "base",
+            [recipe(plan)],
+            lambda staging: build_base(plan, data, staging, resume=True),
+            resumable=True,
+        )
     if not plan.ovd_ablation:
         return base, base
 

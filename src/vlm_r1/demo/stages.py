@@ -126,18 +126,24 @@ def grpo(
     return out / "final"
 
 
-def cached_run(name: str, key: Sequence[Any], build: Callable[[Path], Path]) -> Path:
+def cached_run(
+    name: str, key: Sequence[Any], build: Callable[[Path], Path], resumable: bool = False
+) -> Path:
     """The ``final/`` checkpoint ``build(staging)`` returns, cached on this machine under
     ``name`` and a digest of the vlm_r1 source and ``key`` (everything else that determines
     it). ``build`` trains into ``staging``; only a finished build is renamed into place, so a
-    killed one is redone, never reused."""
+    killed one is never taken for a finished one. It is redone from scratch, unless
+    ``resumable``: then ``build`` gets the killed build's ``staging`` to continue (the base's
+    hours-long build, ``base.build_base(resume=True)``); the key names the same code and
+    recipe, so what it continues is the same build."""
     text = json.dumps([source_digest(Path(__file__).parents[1]), *key])
     cached = cache_root() / "demo" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
     marker = cached / "final.txt"
     if marker.is_file():
         return cached / marker.read_text().strip()
     staging = cached.with_name(cached.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    if not resumable:
+        shutil.rmtree(staging, ignore_errors=True)
     final = build(staging)
     (staging / "final.txt").write_text(str(final.relative_to(staging)))
     shutil.rmtree(cached, ignore_errors=True)
